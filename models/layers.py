@@ -1,0 +1,123 @@
+"""Building blocks shared by the vision towers and the decoders, written for clean ONNX export.
+
+Export rules these functions keep (TensorRT 8.5 parses the graphs later): no data-dependent Python
+branches (only branches on config values), no `repeat_interleave`, no scaled_dot_product_attention,
+RoPE computed from explicit position ids, masks built from tensor shapes, softmax in fp32.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.config import ConfigError
+
+
+def _gelu_new(x: Tensor) -> Tensor:
+    # transformers NewGELUActivation (Phi-2's "gelu_new"), written out: F.gelu(approximate="tanh")
+    # is close but not bit-identical, and parity tests compare at 1e-4.
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+def _quick_gelu(x: Tensor) -> Tensor:
+    return x * torch.sigmoid(1.702 * x)  # transformers QuickGELUActivation (CLIP)
+
+
+ACTIVATIONS: Dict[str, Callable[[Tensor], Tensor]] = {
+    "gelu": F.gelu,  # exact erf GELU (LLaVA mlp2x_gelu uses nn.GELU())
+    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),  # SigLIP
+    "gelu_new": _gelu_new,
+    "quick_gelu": _quick_gelu,
+    "silu": F.silu,
+}
+
+
+def activation(name: str) -> Callable[[Tensor], Tensor]:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ConfigError("unsupported activation %r (supported: %s)" % (name, ", ".join(sorted(ACTIVATIONS)))) from None
+
+
+class RMSNorm(nn.Module):
+    """Llama RMSNorm, normalised in fp32 and scaled in the input dtype, as transformers' LlamaRMSNorm."""
+
+    def __init__(self, hidden_size: int, eps: float) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        dtype = x.dtype
+        h = x.to(torch.float32)
+        h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * h.to(dtype)
+
+
+# ---- rotary position embedding ------------------------------------------------------------
+
+def rope_cos_sin(position_ids: Tensor, rotary_dim: int, theta: float, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:
+    """cos/sin of shape [B, 1, S, rotary_dim] for explicit position ids [B, S].
+
+    The inverse frequencies are recomputed here rather than kept as a buffer: a buffer would stay
+    on the meta device after `load_state_dict(assign=True)`, and under export they fold to a constant.
+    """
+    exponent = torch.arange(0, rotary_dim, 2, dtype=torch.float32, device=position_ids.device) / rotary_dim
+    inv_freq = 1.0 / (theta ** exponent)
+    freqs = position_ids[..., None].to(torch.float32) * inv_freq  # [B, S, rotary_dim / 2]
+    emb = torch.cat((freqs, freqs), dim=-1)  # HF rotate_half layout: halves, not interleaved pairs
+    return emb.cos().to(dtype)[:, None], emb.sin().to(dtype)[:, None]
+
+
+def _rotate_half(x: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int, head_dim: int) -> Tensor:
+    """Rotate the first `rotary_dim` features of x [B, H, S, head_dim] (all of them for Llama)."""
+    if rotary_dim == head_dim:  # a config branch: Llama has no pass-through part
+        return x * cos + _rotate_half(x) * sin
+    x_rot, x_pass = x[..., :rotary_dim], x[..., rotary_dim:]
+    return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
+
+
+# ---- masks and attention --------------------------------------------------------------------
+
+def causal_padding_mask(attention_mask: Tensor, query_len: int) -> Tensor:
+    """Boolean mask [B, 1, S, P+S]: query i (cache slot P+i) may see key j iff j <= P+i and key j is not padding.
+
+    attention_mask is [B, P+S] with 1 = attend, 0 = pad. P is derived from the shapes, so the
+    same graph serves prefill (P = 0) and decode.
+    """
+    total = attention_mask.shape[-1]
+    key_pos = torch.arange(total, device=attention_mask.device)
+    query_pos = torch.arange(query_len, device=attention_mask.device) + (total - query_len)
+    causal = key_pos[None, :] <= query_pos[:, None]  # [S, P+S]
+    return causal[None, None] & (attention_mask[:, None, None, :] != 0)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor], scale: float,
+           num_kv_heads: int, upcast_scores: bool = False) -> Tensor:
+    """Plain matmul-softmax attention with grouped-query heads; returns [B, S, H * D].
+
+    q is [B, H, S, D]; k and v are [B, KVH, T, D]; allowed is a boolean mask broadcastable to
+    [B, 1, S, T] or None. Query head h reads KV head h // (H / KVH), as transformers' repeat_kv:
+    queries are grouped per KV head and multiplied against a broadcast K/V, so nothing is copied.
+    Softmax runs in fp32; `upcast_scores` also computes Q.K^T in fp32 (Phi-2 overflows fp16 there).
+    """
+    b, h, s, d = q.shape
+    q5 = q.reshape(b, num_kv_heads, h // num_kv_heads, s, d)
+    k5, v5 = k.unsqueeze(2), v.unsqueeze(2)  # [B, KVH, 1, T, D]
+    if upcast_scores:
+        q5, k5 = q5.to(torch.float32), k5.to(torch.float32)
+    scores = torch.matmul(q5, k5.transpose(-1, -2)) * scale  # [B, KVH, G, S, T]
+    scores = scores.to(torch.float32)
+    if allowed is not None:
+        scores = scores.masked_fill(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
+    probs = torch.softmax(scores, dim=-1).to(v.dtype)
+    out = torch.matmul(probs, v5)  # [B, KVH, G, S, D]
+    return out.reshape(b, h, s, d).transpose(1, 2).reshape(b, s, h * d)

@@ -1,0 +1,93 @@
+"""Phi-2 decoder: one LayerNorm feeding attention and MLP in parallel, partial RoPE, biases everywhere.
+
+Names follow transformers' PhiModel (`embed_tokens`, `layers.<i>.self_attn.{q,k,v}_proj` and `dense`,
+`layers.<i>.mlp.fc1/fc2`, `layers.<i>.input_layernorm`, `final_layernorm`); the lm_head (with bias)
+lives on LlavaModel. Same forward contract as models/llama.py.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from models.config import ConfigError, TextConfig
+from models.layers import activation, apply_rope, attend, causal_padding_mask, rope_cos_sin
+
+
+class PhiAttention(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.rotary_dim = cfg.rotary_dim  # 32 of 80 for Phi-2 (partial_rotary_factor 0.4)
+        self.scale = cfg.head_dim ** -0.5
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim)
+        self.dense = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
+                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        q = apply_rope(q, cos, sin, self.rotary_dim, self.head_dim)
+        k = apply_rope(k, cos, sin, self.rotary_dim, self.head_dim)
+        k = torch.cat((past_k, k), dim=2)
+        v = torch.cat((past_v, v), dim=2)
+        # Q.K^T in fp32: transformers 4.x PhiAttention, "Queries and keys upcast to fp32 is required by
+        # Phi-2 to avoid overflow" (in fp16).
+        out = attend(q, k, v, allowed, self.scale, self.num_kv_heads, upcast_scores=True)
+        return self.dense(out), k, v
+
+
+class PhiMLP(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.act = activation(cfg.hidden_act)
+        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
+        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class PhiDecoderLayer(nn.Module):
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        self.self_attn = PhiAttention(cfg)
+        self.mlp = PhiMLP(cfg)
+        self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
+                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        h = self.input_layernorm(x)
+        attn, k, v = self.self_attn(h, cos, sin, past_k, past_v, allowed)
+        return attn + self.mlp(h) + x, k, v  # transformers' summation order
+
+
+class PhiModel(nn.Module):
+    """Decoder stack without lm_head; same forward signature and shapes as models.llama.LlamaModel."""
+
+    def __init__(self, cfg: TextConfig) -> None:
+        super().__init__()
+        if cfg.family != "phi":
+            raise ConfigError("PhiModel needs a phi text config, got %r" % cfg.family)
+        self.rope_theta = cfg.rope_theta
+        self.rotary_dim = cfg.rotary_dim
+        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
+        self.layers = nn.ModuleList([PhiDecoderLayer(cfg) for _ in range(cfg.num_layers)])
+        self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
+
+    def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
+                attention_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        cos, sin = rope_cos_sin(position_ids, self.rotary_dim, self.rope_theta, inputs_embeds.dtype)
+        allowed = causal_padding_mask(attention_mask, inputs_embeds.shape[1])
+        h = inputs_embeds
+        keys, values = [], []
+        for i, layer in enumerate(self.layers):
+            h, k, v = layer(h, cos, sin, past_key[i], past_value[i], allowed)
+            keys.append(k)
+            values.append(v)
+        return self.final_layernorm(h), torch.stack(keys), torch.stack(values)
