@@ -1,0 +1,42 @@
+"""The torch modules that become the bundle's ONNX graphs (see server/bundle.py for their I/O)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import Tensor, nn
+
+from models.llava import LlavaModel
+
+
+class VisionGraph(nn.Module):
+    """pixel_values [1,3,S,S] -> image_embeds [1,N,H]: tower, feature selection and connector."""
+
+    def __init__(self, model: LlavaModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: Tensor) -> Tensor:
+        return self.model.encode_image(pixel_values)
+
+
+class DecoderGraph(nn.Module):
+    """One step over S new tokens against a fixed-size, runtime-owned KV cache.
+
+    The cache slots are all M positions of past_key/past_value; past_mask says which hold a token.
+    The S new tokens always see each other causally. Only the last position's logits are computed
+    (prefill over ~760 tokens would otherwise spend ~50 GFLOP on an unused [S, 32000] lm_head), and
+    only the new tokens' K/V are returned: the runtime writes them into its cache.
+    """
+
+    def __init__(self, model: LlavaModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
+                past_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        mask = torch.cat((past_mask, torch.ones_like(position_ids)), dim=1)
+        hidden, key, value = self.model.language_model(inputs_embeds, position_ids, past_key, past_value, mask)
+        logits = self.model.lm_head(hidden[:, -1, :]).to(torch.float32)
+        m = past_key.shape[3]
+        return logits, key[:, :, :, m:], value[:, :, :, m:]

@@ -1,0 +1,54 @@
+"""Checkpoint -> answer on the PyTorch model: the reference path behind `ask --checkpoint`."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence, Union
+
+import torch
+
+from models.checkpoint.reader import load_model
+from models.checkpoint.tokenizer_files import load_tokenizer
+from models.config import ModelConfig
+from models.generate import generate
+from models.processor import Processor, TextTokenizer
+from models.processor.image import ImageInput
+from models.processor.templates import Turn
+
+
+class TorchPipeline:
+    """A checkpoint (any supported layout) loaded strictly, with its processor."""
+
+    def __init__(self, checkpoint: Union[str, Path], template: Optional[str] = None,
+                 dtype: Optional[torch.dtype] = None) -> None:
+        t0 = time.perf_counter()
+        self.model, self.config = load_model(checkpoint, dtype=dtype)
+        self.config = self.config.replace(template=template) if template else self.config
+        self.processor = Processor(self.config, TextTokenizer(load_tokenizer(Path(checkpoint))))
+        self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.config
+
+    def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
+            temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None
+            ) -> Dict[str, Any]:
+        """The `ask --json` object: answer, prompt_token_ids (with -200), output_token_ids, timings."""
+        t0 = time.perf_counter()
+        prompt_ids = self.processor.prompt_ids(question, history)
+        pixels = torch.from_numpy(self.processor.pixels(image)).to(self.model.lm_head.weight.dtype)
+        t_pre = time.perf_counter()
+        result = generate(self.model, prompt_ids, pixels, max_new_tokens=max_tokens,
+                          eos_token_id=self.processor.eos_id, temperature=temperature, top_p=top_p, top_k=top_k,
+                          seed=seed)
+        timings = dict(result.timings)
+        timings["preprocess_ms"] = round((t_pre - t0) * 1000.0, 3)
+        timings["load_ms"] = self.load_ms
+        return {
+            "answer": self.processor.decode(result.output_ids).strip(),
+            "prompt_token_ids": list(prompt_ids),
+            "output_token_ids": list(result.output_ids),
+            "finish_reason": result.finish_reason,
+            "timings": timings,
+        }
