@@ -1,12 +1,13 @@
-"""transformers configs (and in-memory weight copies) matching our ModelConfig, for parity tests.
+"""transformers' LlavaForConditionalGeneration equivalent to a ModelConfig: the reference implementation.
 
-transformers is the oracle: tests build an HF model from these configs, copy its weights into ours
-(our submodule names equal HF's inner names) and compare outputs. Everything is eager attention so the
-comparison does not depend on which SDPA kernel is picked.
+transformers is the oracle: the parity tests build an HF model from these configs, copy its weights into
+ours (our submodule names equal HF's inner names) and compare outputs; `tinyllava-med bench` builds one
+from a checkpoint's tensors (build_hf_llava) and times it. Everything is eager attention so results do
+not depend on which SDPA kernel is picked.
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable
+from typing import Dict, Iterable, List, Mapping, Sequence
 
 import torch
 from transformers import (
@@ -122,3 +123,86 @@ def hf_input_ids(prompt_ids: Iterable[int], image_token_index: int, num_image_to
     for t in prompt_ids:
         out.extend([image_token_index] * num_image_tokens if t == IMAGE_TOKEN_INDEX else [t])
     return torch.tensor([out], dtype=torch.long)
+
+
+# ---- our tensors -> an HF model (benchmark baseline) --------------------------------------------
+
+# Our top-level prefixes -> LlavaForConditionalGeneration's (transformers 5 in-memory names; the
+# vision tower's inner names are found on the model, since transformers 4.x nests them in vision_model).
+_HF_PREFIXES = (("connector.", "model.multi_modal_projector."), ("language_model.", "model.language_model."),
+                ("lm_head.", "lm_head."))
+
+
+def pick_image_token_index(vocab_size: int, prompts: Sequence[Sequence[int]]) -> int:
+    """A vocab id for HF's image placeholder that no prompt uses as text (HF finds image positions by
+    comparing input_ids with it). Prefers the top of the vocab."""
+    used = {int(t) for p in prompts for t in p}
+    for candidate in range(vocab_size - 1, -1, -1):
+        if candidate not in used:
+            return candidate
+    raise ConfigError("every vocab id occurs in the prompts; no id is free for the image placeholder")
+
+
+def hf_state_from_internal(hf_model: torch.nn.Module, tensors: Mapping[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Our internal names (models.checkpoint's LoadedCheckpoint.tensors) -> hf_model's state-dict names.
+
+    Phi's lm_head.bias has no place in HF Llava (its lm_head has no bias): it is left out, so such an
+    HF model differs from ours by that bias (irrelevant for timing, not for outputs)."""
+    tower = hf_model.model.vision_tower
+    vision_prefix = "model.vision_tower.vision_model." if hasattr(tower, "vision_model") else "model.vision_tower."
+    prefixes = (("vision_tower.", vision_prefix),) + _HF_PREFIXES
+    out: Dict[str, torch.Tensor] = {}
+    for name, value in tensors.items():
+        if name == "lm_head.bias":
+            continue
+        for ours, theirs in prefixes:
+            if name.startswith(ours):
+                out[theirs + name[len(ours):]] = value
+                break
+        else:
+            raise ConfigError("no transformers Llava name for our tensor %r" % name)
+    return out
+
+
+def build_hf_llava(cfg: ModelConfig, tensors: Mapping[str, torch.Tensor], image_token_index: int,
+                   dtype: torch.dtype = torch.float32) -> torch.nn.Module:
+    """An eval-mode LlavaForConditionalGeneration (eager attention) holding `tensors`.
+
+    The parameters are the given tensors themselves (load_state_dict(assign=True), converted only when
+    their dtype differs), so building it costs no second copy of the weights. The full HF tower also
+    has what our model never runs (the last vision layer(s), post_layernorm, SigLIP's pooling head);
+    the checkpoint reader does not load those, so they get small random values: transformers computes
+    them in every forward, which is part of its cost, but they do not reach the outputs.
+    """
+    from transformers import LlavaForConditionalGeneration
+    from transformers.initialization import no_init_weights
+
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # create parameters in `dtype`: converting empty ones would touch them
+    try:
+        with no_init_weights():  # parameters stay torch.empty: untouched pages, no init time
+            hf = LlavaForConditionalGeneration(hf_llava_config(cfg, image_token_index))
+    finally:
+        torch.set_default_dtype(default)
+    state = {k: (v if v.dtype == dtype else v.to(dtype)) for k, v in hf_state_from_internal(hf, tensors).items()}
+    missing, unexpected = hf.load_state_dict(state, strict=False, assign=True)
+    if unexpected:
+        raise ConfigError("tensors with no place in transformers' Llava: %s" % ", ".join(unexpected[:8]))
+    _fill_unused(hf, missing, cfg.vision.num_layers_used)
+    if cfg.text.tie_word_embeddings:
+        hf.tie_weights()
+    return hf.eval()
+
+
+def _fill_unused(hf: torch.nn.Module, missing: List[str], layers_used: int) -> None:
+    params = dict(hf.named_parameters())
+    for name in missing:
+        inner = name.split("vision_tower.", 1)[-1].replace("vision_model.", "", 1)
+        if "vision_tower." not in name or not _unused_vision_key(inner, layers_used):
+            raise ConfigError("the checkpoint has no tensor for transformers' %s" % name)
+        with torch.no_grad():
+            p = params[name]
+            if "norm" in name and name.endswith(".weight"):
+                p.fill_(1.0)
+            else:
+                p.normal_(0.0, 0.02)

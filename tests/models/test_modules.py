@@ -27,7 +27,7 @@ from models.connector import MlpGeluConnector  # noqa: E402
 from models.generate import generate, select_next_token  # noqa: E402
 from models.llava import VISION_TOWERS, build_model  # noqa: E402
 from models.vision_encoder import select_image_features  # noqa: E402
-from tests.models.hf_configs import (  # noqa: E402
+from engine_build.hf_reference import (  # noqa: E402
     copy_hf_llava_weights,
     hf_input_ids,
     hf_llava_config,

@@ -1,0 +1,92 @@
+"""Our side of `tinyllava-med bench`, run as its own process (clean peak RSS), torch-free:
+
+    python -m server.bench_child --bundle DIR --inputs FILE --new-tokens N [--repeat N]
+
+Opens the bundle with the runtime and times the generator exactly as the server uses it, with
+EOS ignored so exactly N tokens come. The first question starts cold (KV cache and image cache
+emptied); the follow-up (same image, second question) runs right after it on the same generator,
+so it gets the image-embedding cache and the reused (system prompt + image) prefix KV. Prints one
+JSON report on stdout.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+from server.bench_io import QUESTIONS, BenchError, emit, peak_rss_mb, read_inputs, summarize
+
+
+def run_question(generator: Any, prompt_ids: List[int], pixel_values: Any, new_tokens: int) -> Dict[str, Any]:
+    """One timed generation; returns the per-question metrics of server.bench_io."""
+    from server.runtime.request import GenerationParams
+
+    result = generator.generate(prompt_ids, pixel_values, GenerationParams(max_tokens=new_tokens, ignore_eos=True))
+    t = result.timings
+    if len(result.output_ids) != new_tokens:
+        raise BenchError("the runtime generated %d of %d tokens (finish: %s)"
+                         % (len(result.output_ids), new_tokens, result.finish_reason))
+    return {
+        "image_encode_ms": t.image_encode_ms, "prefill_ms": t.prefill_ms, "ttft_ms": t.ttft_ms,
+        "decode_tokens_per_s": t.decode_tokens_per_s, "prompt_tokens": t.prompt_tokens,
+        "generated_tokens": len(result.output_ids), "cached_tokens": t.cached_tokens,
+        "output_ids": list(result.output_ids),
+    }
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m server.bench_child", description=__doc__.split("\n")[0])
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--inputs", required=True, help="the .npz the bench command prepared")
+    p.add_argument("--new-tokens", type=int, required=True)
+    p.add_argument("--repeat", type=int, default=1)
+    p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: the physical cores)")
+    p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
+    p.add_argument("--disable-prepacking", action="store_true", help="less memory, slower MatMuls")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import onnxruntime as ort
+
+    from server.runtime.loader import load_runtime
+    from server.runtime.ort_backend import OrtOptions, session_options
+
+    options = OrtOptions(graph_optimization=args.graph_optimization, disable_prepacking=args.disable_prepacking,
+                         intra_op_threads=args.threads or None)
+    inputs = read_inputs(Path(args.inputs))
+    t0 = time.perf_counter()
+    # Hashes are skipped: reading every file once more proves nothing about speed.
+    rt = load_runtime(args.bundle, options=options, check_hashes=False)
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    if rt.engine.num_image_tokens != inputs["num_image_tokens"]:
+        raise BenchError("the bundle makes %d image tokens, the prepared inputs assume %d"
+                         % (rt.engine.num_image_tokens, inputs["num_image_tokens"]))
+    gen = rt.generator
+    pixels = inputs["pixel_values"]
+    runs: Dict[str, List[Dict[str, Any]]] = {q: [] for q in QUESTIONS}
+    for i in range(args.repeat + 1):  # run 0 warms up the arena and kernels, and is not counted
+        gen.reset()  # the first question starts cold: nothing cached from the previous repeat
+        gen.image_cache.clear()
+        for q in QUESTIONS:
+            r = run_question(gen, inputs[q], pixels, args.new_tokens)
+            if i:
+                runs[q].append(r)
+    emit({
+        "system": "tinyllava-med onnxruntime %s (%s)" % (ort.__version__, ", ".join(rt.engine.providers["decoder"])),
+        "threads": session_options(options).intra_op_num_threads,
+        "dtype": rt.manifest.precision,
+        "load_ms": round(load_ms, 1),
+        "vision_layers_run": rt.manifest.model.vision.num_layers_used,
+        "questions": {q: summarize(runs[q]) for q in QUESTIONS},
+        "output_ids": {q: runs[q][-1]["output_ids"] for q in QUESTIONS},
+        "peak_rss_mb": peak_rss_mb(),
+    })
+    rt.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""`tinyllava-med bench` end to end on a tiny bundle: structure and sanity of the comparison, not speed.
+
+The two systems run in separate processes; the checks are that they did the same work (prompt
+positions counted independently from the tokenizer, exactly N generated tokens, identical greedy
+tokens from the same weights) and that the follow-up question reused the image and prefix.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Dict, Tuple
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from tokenizers import Tokenizer  # noqa: E402
+
+from models.config import preset  # noqa: E402
+from server import cli  # noqa: E402
+from server.bench_io import BenchError  # noqa: E402
+from server.commands.bench import DEFAULT_FOLLOWUP, DEFAULT_QUESTION, format_report  # noqa: E402
+
+NEW_TOKENS = 5
+PRESET = "tiny"
+# LLaVA conversation.py conv_vicuna_v1, written out here rather than taken from our template code.
+VICUNA = ("A chat between a curious user and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the user's questions. USER: <image>\n%s ASSISTANT:")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
+    try:
+        from engine_build.export import export_bundle
+        from models.checkpoint.writer import make_checkpoint
+    except ImportError as e:
+        pytest.skip("needs models.checkpoint.writer.make_checkpoint and engine_build.export.export_bundle: %s" % e)
+    root = tmp_path_factory.mktemp("bench")
+    ckpt = make_checkpoint(root / "ckpt", PRESET, "llava", seed=0)
+    bundle = export_bundle(str(ckpt), str(root / "bundle"))
+    return Path(ckpt), Path(bundle)
+
+
+def _text_positions(bundle: Path, question: str) -> int:
+    """LLaVA tokenizer_image_token, counted with the plain tokenizer: each chunk around <image> is
+    encoded with special tokens and the second chunk's BOS is dropped."""
+    tok = Tokenizer.from_file(str(bundle / "tokenizer.json"))
+    before, after = (VICUNA % question).split("<image>")
+    return len(tok.encode(before).ids) + len(tok.encode(after).ids) - 1
+
+
+@pytest.fixture(scope="module")
+def report(tiny: Tuple[Path, Path]) -> Dict:
+    ckpt, bundle = tiny
+    import io
+    from contextlib import redirect_stdout
+
+    out = io.StringIO()
+    with redirect_stdout(out):
+        rc = cli.main(["bench", "--bundle", str(bundle), "--checkpoint", str(ckpt), "--baseline", "transformers",
+                       "--new-tokens", str(NEW_TOKENS), "--json"])
+    assert rc == 0
+    return json.loads(out.getvalue())
+
+
+def test_both_systems_do_the_same_work(tiny: Tuple[Path, Path], report: Dict) -> None:
+    _, bundle = tiny
+    n_image = preset(PRESET).num_image_tokens
+    expected = {"first": n_image + _text_positions(bundle, DEFAULT_QUESTION),
+                "followup": n_image + _text_positions(bundle, DEFAULT_FOLLOWUP)}
+    rows = {(r["system"], r["question"]): r for r in report["rows"]}
+    assert set(rows) == {(s, q) for s in ("ours", "transformers") for q in ("first", "followup")}
+    for (system, question), row in rows.items():
+        assert row["prompt_tokens"] == expected[question], (system, question)
+        assert row["generated_tokens"] == NEW_TOKENS
+        for key in ("prefill_ms", "ttft_ms", "decode_tokens_per_s"):
+            assert row[key] > 0, (system, question, key)
+        assert row["peak_rss_mb"] > 0
+        assert row["ttft_ms"] >= row["prefill_ms"]
+    # Same weights, same ids and pixels, greedy through EOS: the token streams must agree.
+    assert report["matching_prefix_tokens"] == NEW_TOKENS
+    assert report["systems"]["ours"]["output_ids"] == report["systems"]["transformers"]["output_ids"]
+
+
+def test_followup_reuses_image_and_prefix_only_in_ours(report: Dict) -> None:
+    rows = {(r["system"], r["question"]): r for r in report["rows"]}
+    n_image = preset(PRESET).num_image_tokens
+    ours_first, ours_follow = rows[("ours", "first")], rows[("ours", "followup")]
+    assert ours_first["image_encode_ms"] > 0 and ours_first["cached_tokens"] == 0
+    assert ours_follow["image_encode_ms"] == 0  # embeddings from the image cache
+    # system prompt + image reused: at least the image positions, never the question's own tokens
+    assert n_image < ours_follow["cached_tokens"] < ours_follow["prompt_tokens"]
+    for q in ("first", "followup"):
+        hf = rows[("transformers", q)]
+        assert hf["image_encode_ms"] > 0 and hf["cached_tokens"] == 0
+
+
+def test_ratios_and_table(report: Dict) -> None:
+    r = report["ratios"]
+    ours = report["systems"]["ours"]
+    hf = report["systems"]["transformers"]
+    assert r["peak_rss"] == pytest.approx(ours["peak_rss_mb"] / hf["peak_rss_mb"], rel=1e-2)
+    assert r["ttft"] == pytest.approx(ours["questions"]["first"]["ttft_ms"] / hf["questions"]["first"]["ttft_ms"],
+                                      rel=1e-2)
+    assert set(report["goals"]) == {"decode_tokens_per_s", "ttft", "peak_rss", "followup_ttft_over_first"}
+    assert ours["threads"] >= 1 and hf["threads"] >= 1
+    text = format_report(report)
+    for label in ("ours, first question", "ours, follow-up", "transformers, first question",
+                  "transformers, follow-up", "decode tok/s, ours / transformers"):
+        assert label in text
+
+
+def test_baseline_needs_checkpoint(tiny: Tuple[Path, Path]) -> None:
+    _, bundle = tiny
+    from server.commands import bench
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["bench", "--bundle", str(bundle), "--baseline", "transformers"])
+    with pytest.raises(BenchError, match="--checkpoint"):
+        bench.main(args)
