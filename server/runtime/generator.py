@@ -165,7 +165,8 @@ class Generator:
         embeds = self._prompt_embeds(layout, reuse, timings)
         t_prefill = time.perf_counter()
         logits = self._prefill(embeds, reuse, layout.keys)
-        token = sampler(logits)
+        forced = params.forced_tokens
+        token = forced[0] if forced else sampler(logits)
         t_first = time.perf_counter()
         timings.prefill_ms = _ms(t_first - t_prefill)
         timings.ttft_ms = _ms(t_first - t_start)
@@ -200,7 +201,7 @@ class Generator:
                 break
             logits = self._step(self._embed_ids([token]), self.cache.length)
             self._cached_keys.append(token)
-            token = sampler(logits)
+            token = forced[generated] if generated < len(forced) else sampler(logits)
 
         t_end = time.perf_counter()
         steps = generated - 1  # decoder calls after the first token

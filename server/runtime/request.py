@@ -19,6 +19,8 @@ class GenerationParams:
     stop_token_ids: Tuple[int, ...] = ()  # stop tokens besides the tokenizer's EOS
     ignore_eos: bool = False  # benchmarks: run to max_tokens through EOS and stop tokens
     return_logits: bool = False  # validation: keep each step's logits [V] float32
+    # validation: take these tokens in order instead of sampling (teacher forcing), then sample
+    forced_tokens: Tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 0:
@@ -29,6 +31,7 @@ class GenerationParams:
         ids = (self.stop_token_ids,) if isinstance(self.stop_token_ids, int) else self.stop_token_ids
         object.__setattr__(self, "stop", stop)
         object.__setattr__(self, "stop_token_ids", tuple(int(t) for t in ids))
+        object.__setattr__(self, "forced_tokens", tuple(int(t) for t in self.forced_tokens))
         SamplingParams(self.temperature, self.top_k, self.top_p, self.seed)  # raises RequestError on bad values
 
     @property
