@@ -22,6 +22,7 @@ class GenerationResult:
     finish_reason: str  # "stop" (a stop token came) or "length" (max_new_tokens or the context was reached)
     prompt_positions: int  # decoder positions taken by the prompt, image tokens expanded
     timings: Dict[str, float] = field(default_factory=dict)  # image_encode_ms, prefill_ms, ttft_ms, ...
+    logits: Optional[Tensor] = None  # [steps, V] float32 when asked for: the logits each token was picked from
 
 
 def select_next_token(logits: Tensor, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
@@ -59,12 +60,14 @@ def _ms(seconds: float) -> float:
 def generate(model: LlavaModel, prompt_ids: Sequence[int], pixel_values: Optional[Tensor] = None,
              max_new_tokens: int = 256, eos_token_id: Union[int, Sequence[int], None] = None,
              temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None,
-             image_embeds: Optional[Tensor] = None) -> GenerationResult:
+             image_embeds: Optional[Tensor] = None, forced_tokens: Sequence[int] = (),
+             return_logits: bool = False) -> GenerationResult:
     """Generate up to max_new_tokens after prompt_ids (which carry IMAGE_TOKEN_INDEX where images go).
 
     pixel_values [num_images, 3, H, W] is encoded here; pass image_embeds instead to reuse an
     encoding. Stops at any id in eos_token_id (not included in output_ids) or at the model's
-    max_position_embeddings.
+    max_position_embeddings. forced_tokens are taken in order instead of sampled ones (teacher
+    forcing, for validation); return_logits keeps each step's float32 logits in result.logits.
     """
     if max_new_tokens < 0:
         raise ValueError("max_new_tokens must be >= 0, got %d" % max_new_tokens)
@@ -99,7 +102,16 @@ def generate(model: LlavaModel, prompt_ids: Sequence[int], pixel_values: Optiona
     logits, past_key, past_value = model.forward_decoder(
         embeds, torch.arange(length, device=device)[None], past, past,
         torch.ones(1, length, dtype=torch.long, device=device))
-    token = select_next_token(logits[0, -1], temperature, top_k, top_p, generator)
+    rows: List[Tensor] = []
+
+    def pick(step_logits: Tensor, index: int) -> int:
+        if return_logits:
+            rows.append(step_logits.to(torch.float32).clone())
+        if index < len(forced_tokens):
+            return int(forced_tokens[index])
+        return select_next_token(step_logits, temperature, top_k, top_p, generator)
+
+    token = pick(logits[0, -1], 0)
     t_first = time.perf_counter()
     timings["prefill_ms"] = _ms(t_first - t_prefill)
     timings["ttft_ms"] = _ms(t_first - t_start)
@@ -120,10 +132,11 @@ def generate(model: LlavaModel, prompt_ids: Sequence[int], pixel_values: Optiona
             torch.ones(1, length + 1, dtype=torch.long, device=device))
         length += 1
         steps += 1
-        token = select_next_token(logits[0, -1], temperature, top_k, top_p, generator)
+        token = pick(logits[0, -1], steps)
     t_end = time.perf_counter()
     decode_s = t_end - t_first
     timings["decode_ms"] = _ms(decode_s)
     timings["decode_tokens_per_s"] = round(steps / decode_s, 3) if steps and decode_s > 0 else 0.0
     timings["total_ms"] = _ms(t_end - t_start)
-    return GenerationResult(output, finish_reason, embeds.shape[1], timings)
+    return GenerationResult(output, finish_reason, embeds.shape[1], timings,
+                            torch.stack(rows) if return_logits else None)

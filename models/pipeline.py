@@ -32,15 +32,16 @@ class TorchPipeline:
         return self.config
 
     def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
-            temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None
-            ) -> Dict[str, Any]:
+            temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None,
+            ignore_eos: bool = False) -> Dict[str, Any]:
         """The `ask --json` object: answer, prompt_token_ids (with -200), output_token_ids, timings."""
         t0 = time.perf_counter()
         prompt_ids = self.processor.prompt_ids(question, history)
         pixels = torch.from_numpy(self.processor.pixels(image)).to(self.model.lm_head.weight.dtype)
         t_pre = time.perf_counter()
         result = generate(self.model, prompt_ids, pixels, max_new_tokens=max_tokens,
-                          eos_token_id=self.processor.eos_id, temperature=temperature, top_p=top_p, top_k=top_k,
+                          eos_token_id=None if ignore_eos else self.processor.eos_id, temperature=temperature,
+                          top_p=top_p, top_k=top_k,
                           seed=seed)
         timings = dict(result.timings)
         timings["preprocess_ms"] = round((t_pre - t0) * 1000.0, 3)

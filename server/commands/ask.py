@@ -24,6 +24,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--top-p", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0)
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--ignore-eos", action="store_true", help="generate --max-tokens tokens through end-of-sequence "
+                   "(timing and parity checks)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -45,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
 
         pipe = TorchPipeline(args.checkpoint or DEMO_CHECKPOINT, template=args.template)
     result = pipe.ask(image, args.question, max_tokens=args.max_tokens, temperature=args.temperature,
-                      top_p=args.top_p, top_k=args.top_k, seed=args.seed)
+                      top_p=args.top_p, top_k=args.top_k, seed=args.seed, ignore_eos=args.ignore_eos)
     if args.json:
         print(json.dumps(result))  # noqa: T201
     else:
