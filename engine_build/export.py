@@ -14,7 +14,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from engine_build.graphs import DecoderGraph, VisionGraph
+from engine_build.graphs import DecoderGraph, VisionGraph, decompose_layernorms
 from server import bundle as B
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
     steps = tqdm(total=6, desc="export", unit="step", disable=None)
     steps.set_postfix_str("load checkpoint")
     model, cfg = load_model(checkpoint, dtype=DTYPES[dtype])
+    decompose_layernorms(model)  # no LayerNormalization at any opset: TensorRT 8.5 cannot parse it
     layout = detect_layout(json.loads((Path(checkpoint) / "config.json").read_text()))
     if template:
         cfg = cfg.replace(template=template)

@@ -9,6 +9,36 @@ from torch import Tensor, nn
 from models.llava import LlavaModel
 
 
+class DecomposedLayerNorm(nn.Module):
+    """nn.LayerNorm written as ReduceMean/Sub/Pow/Sqrt/Div, sharing the original's parameters.
+
+    At opset 17 the exporter maps nn.LayerNorm to LayerNormalization, which TensorRT 8.5 cannot
+    parse; at opset 16 it emits these same ops. Statistics run in fp32 so an fp16 graph keeps the
+    reduction precise (TensorRT 8.5 otherwise warns of LayerNorm overflow in FP16).
+    """
+
+    def __init__(self, ln: nn.LayerNorm) -> None:
+        super().__init__()
+        self.weight, self.bias, self.eps = ln.weight, ln.bias, ln.eps
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = x.to(torch.float32)
+        mean = h.mean(-1, keepdim=True)
+        var = (h - mean).pow(2).mean(-1, keepdim=True)
+        h = (h - mean) / torch.sqrt(var + self.eps)
+        return (h.to(x.dtype) * self.weight + self.bias) if self.bias is not None else h.to(x.dtype) * self.weight
+
+
+def decompose_layernorms(module: nn.Module) -> nn.Module:
+    """Replace every nn.LayerNorm under `module` in place; returns `module`."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, nn.LayerNorm):
+            setattr(module, name, DecomposedLayerNorm(child))
+        else:
+            decompose_layernorms(child)
+    return module
+
+
 class VisionGraph(nn.Module):
     """pixel_values [1,3,S,S] -> image_embeds [1,N,H]: tower, feature selection and connector."""
 
