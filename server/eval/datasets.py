@@ -14,7 +14,7 @@ from __future__ import annotations
 import io
 import json
 import pickle
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
@@ -46,7 +46,9 @@ PathLike = Union[str, Path]
 class EvalItem:
     """One question of a test set. `qid` is the data set's own id as a string (answer files are matched on
     it); `answer_type` is "closed" or "open"; the three category fields are None where a data set lacks
-    them (VQA-RAD has question_type, SLAKE content_type and modality)."""
+    them (VQA-RAD has question_type, SLAKE content_type and modality). `qid_value` is the id as the data
+    set's file holds it (an int for VQA-RAD, SLAKE and PathVQA): answer files are written with it, because
+    LLaVA-Med's evaluator compares ids with `==` and a quoted number would not match."""
 
     qid: str
     image_path: Path
@@ -57,6 +59,7 @@ class EvalItem:
     content_type: Optional[str]
     modality: Optional[str]
     split: str
+    qid_value: Any = field(default=None, compare=False)
 
 
 def load_dataset(name: str, data: PathLike, split: str = "test", *, language: Optional[str] = "en",
@@ -96,6 +99,7 @@ def load_vqa_rad(data: PathLike, split: str = "test") -> List[EvalItem]:
             continue
         items.append(EvalItem(
             qid=str(_field(rec, "qid", path, i)),
+            qid_value=rec["qid"],
             image_path=images / str(_field(rec, "image_name", path, i)),
             question=str(_field(rec, "question", path, i)),
             answer=_answer_text(_field(rec, "answer", path, i)),
@@ -118,6 +122,7 @@ def load_slake(data: PathLike, split: str = "test", *, language: Optional[str] =
             continue
         items.append(EvalItem(
             qid=str(_field(rec, "qid", path, i)),
+            qid_value=rec["qid"],
             image_path=path.parent / "imgs" / str(_field(rec, "img_name", path, i)),
             question=str(_field(rec, "question", path, i)),
             answer=_answer_text(_field(rec, "answer", path, i)),
@@ -142,6 +147,7 @@ def load_pathvqa(data: PathLike, split: str = "test") -> List[EvalItem]:
         answer = _answer_text(_field(rec, "answer", path, i))
         items.append(EvalItem(
             qid=str(i),
+            qid_value=i,
             image_path=root / "images" / split / _jpg_name(_field(rec, "image", path, i)),
             question=str(_field(rec, "question", path, i)),
             answer=answer,
@@ -177,6 +183,7 @@ def load_llava_med(data: PathLike, split: str = "test") -> List[EvalItem]:
             raise DatasetError("%s item %d: no 'id' (or 'question_id') field" % (path, i))
         items.append(EvalItem(
             qid=str(qid),
+            qid_value=qid,
             image_path=image_root / str(_field(rec, "image", path, i)),
             question=str(human.get("value", "")).replace("<image>", "").strip(),
             answer=_answer_text(gpt.get("value", "")),

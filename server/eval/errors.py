@@ -16,3 +16,22 @@ class PredictionsError(EvalError):
 
 class ReportError(EvalError):
     """A report file is not a report this harness wrote (missing keys, not JSON)."""
+
+
+class ServiceError(EvalError):
+    """The model service cannot be used for this run (unreachable, wrong URL or key, still busy after the
+    retries): the run stops, answers so far are kept, and a rerun resumes."""
+
+
+class RequestError(EvalError):
+    """One question's request failed (the service rejected its input, or gave no answer in time): recorded as
+    that question's error in the answer file, and asked again on the next run."""
+
+    def __init__(self, message: str, status: int = 0, error_type: str = "", code: object = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error_type = error_type
+        self.code = code
+
+    def to_json(self) -> dict:
+        return {"message": str(self), "type": self.error_type or None, "code": self.code, "status": self.status}

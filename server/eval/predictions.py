@@ -16,7 +16,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple, Union
 
 from server.eval.errors import PredictionsError
 
@@ -27,16 +27,19 @@ PathLike = Union[str, Path]
 @dataclass
 class Prediction:
     """One answer. `question_id` is kept as a string (ids are compared as strings: VQA-RAD and SLAKE use
-    JSON numbers, answer files written elsewhere may quote them)."""
+    JSON numbers, answer files written elsewhere may quote them); `id_value` is the id as written to the
+    file (the data set's own type, so that LLaVA-Med's `==` on ids holds), the string when None."""
 
     question_id: str
     text: str
     prompt: Optional[str] = None
     latency_s: Optional[float] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    id_value: Any = None
 
     def to_json(self) -> Dict[str, Any]:
-        out: Dict[str, Any] = {"question_id": self.question_id, "prompt": self.prompt, "text": self.text}
+        qid = self.question_id if self.id_value is None else self.id_value
+        out: Dict[str, Any] = {"question_id": qid, "prompt": self.prompt, "text": self.text}
         if self.latency_s is not None:
             out["latency_s"] = self.latency_s
         for key, value in self.extra.items():
@@ -50,7 +53,8 @@ class Prediction:
         text = rec["text"]
         return cls(question_id=str(rec["question_id"]), text="" if text is None else str(text),
                    prompt=None if rec.get("prompt") is None else str(rec["prompt"]),
-                   latency_s=None if latency is None else float(latency), extra=extra)
+                   latency_s=None if latency is None else float(latency), extra=extra,
+                   id_value=rec["question_id"])
 
 
 def _parse(path: Path) -> Tuple[List[Prediction], int]:
@@ -95,6 +99,19 @@ def read_predictions(path: PathLike) -> List[Prediction]:
             del by_id[p.question_id]
         by_id[p.question_id] = p
     return list(by_id.values())
+
+
+def rewrite_predictions(path: PathLike, predictions: Iterable[Prediction]) -> None:
+    """Replace the answer file with `predictions`, in that order, atomically (a temporary file renamed over
+    it), so a crash leaves either the old file or the new one."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        for p in predictions:
+            f.write((json.dumps(p.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(str(tmp), str(path))
 
 
 class PredictionWriter:

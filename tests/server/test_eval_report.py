@@ -214,7 +214,7 @@ def test_eval_command_limit_and_errors(tmp_path, capsys):
     assert _run(["--dataset", "vqa-rad", "--data", str(root), "--predictions", str(a), "--limit", "1"]) == 0
     assert "| Closed (n=1) | % |" in capsys.readouterr().out
     assert _run(["--dataset", "vqa-rad", "--data", str(root), "--bundle", str(tmp_path)]) == 2
-    assert "--bundle is not available yet" in capsys.readouterr().err
+    assert "give --out DIR" in capsys.readouterr().err  # the answer file needs a home
     assert _run(["--dataset", "slake", "--data", str(root), "--predictions", str(a)]) == 1
     assert "SLAKE" in capsys.readouterr().err
     assert _run(["--predictions", str(a)]) == 2
