@@ -50,7 +50,7 @@ class BundleSource:
         from server.runtime.pipeline import BundlePipeline
 
         self.pipeline = BundlePipeline(bundle, **pipeline_options)
-        self.model_id: Optional[str] = Path(bundle).resolve().name
+        self.model_id: Optional[str] = self.pipeline.runtime.manifest.model.name  # what the service calls it too
 
     def answer(self, image: bytes, question: str, settings: GenerationSettings, seed: Optional[int]) -> Dict[str, Any]:
         from models.processor.image import ImageError

@@ -3,13 +3,6 @@ both must give identical answers and scores (greedy). Needs torch to build the b
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -66,61 +59,34 @@ def test_sampling_uses_seed_plus_position(tiny_bundle, pipeline, vqarad, tmp_pat
                                   seed=5 + i)["answer"] for i, it in enumerate(items)]
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _serve(bundle, port, log_path):
-    """The real service in a child process, as a user starts it; waits for /health to answer 200."""
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
-    cmd = [sys.executable, "-m", "server", "serve", "--bundle", str(bundle), "--host", "127.0.0.1",
-           "--port", str(port)]
-    log = open(log_path, "wb")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-    deadline = time.time() + 90
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            log.close()
-            raise AssertionError("the server exited with %s:\n%s" % (proc.returncode, Path(log_path).read_text()))
-        try:
-            with urllib.request.urlopen("http://127.0.0.1:%d/health" % port, timeout=2) as r:
-                if r.status == 200:
-                    return proc, log
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    proc.terminate()
-    log.close()
-    raise AssertionError("the server did not become healthy in 90 s:\n%s" % Path(log_path).read_text())
-
-
 def test_url_and_bundle_give_identical_answers_and_scores(tiny_bundle, vqarad, tmp_path):
+    """The real service (`tinyllava-med serve` in a child process) on the same bundle: what --url records must be
+    what --bundle records, question by question, and so must every score; greedy, and sampled with a seed."""
     try:
-        import server.app  # noqa: F401
-    except ImportError as e:
-        pytest.skip("the service (server.app) is not importable here: %s" % e)
-    from server.cli import COMMANDS
-
-    if "serve" not in COMMANDS:
-        pytest.skip("no `serve` command in server.cli yet")
-    port = _free_port()
-    proc, log = _serve(tiny_bundle, port, tmp_path / "server.log")
+        from tests.server.service_process import ServerProcess
+    except ImportError as e:  # the service and its test helpers need fastapi, uvicorn, httpx
+        pytest.skip("the service cannot start here: %s" % e)
+    runs = {"greedy": [], "sampled": ["--temperature", "0.7", "--seed", "3"]}
+    # No queue: with 4 requests in flight the service refuses some (503 + Retry-After) and the client retries.
+    server = ServerProcess(tmp_path, env={"TINYLLAVA_MAX_QUEUE": "0"}, bundle=Path(tiny_bundle))
     try:
-        assert _eval(vqarad, tmp_path / "url", "--url", "http://127.0.0.1:%d" % port, "--concurrency", "2") == 0
+        server.wait_for("/health", 200, timeout=90)
+        for name, flags in runs.items():
+            rc = _eval(vqarad, tmp_path / ("url-" + name), "--url", server.url, "--concurrency", "4", *flags)
+            assert rc == 0, server.logs()[-3000:]
+        assert server.metric('tinyllava:request_rejected_total{reason="queue_full"}') > 0
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
-    assert _eval(vqarad, tmp_path / "bundle", "--bundle", str(tiny_bundle)) == 0
-    via_url = _lines(tmp_path / "url" / "answers.jsonl")
-    local = _lines(tmp_path / "bundle" / "answers.jsonl")
-    assert [(p["question_id"], p["text"]) for p in via_url] == [(p["question_id"], p["text"]) for p in local]
-    reports = [json.loads((tmp_path / d / "report.json").read_text(encoding="utf-8")) for d in ("url", "bundle")]
-    for key in ("n", "missing", "closed", "open", "breakdown"):
-        assert reports[0][key] == reports[1][key], key
+        server.stop()
+    for name, flags in runs.items():
+        assert _eval(vqarad, tmp_path / ("bundle-" + name), "--bundle", str(tiny_bundle), *flags) == 0
+        via_url = _lines(tmp_path / ("url-" + name) / "answers.jsonl")
+        local = _lines(tmp_path / ("bundle-" + name) / "answers.jsonl")
+        assert [(p["question_id"], p["text"], p["model_id"]) for p in via_url] == \
+            [(p["question_id"], p["text"], p["model_id"]) for p in local], name
+        assert all(p["request_id"] for p in via_url)
+        reports = [json.loads((tmp_path / (d + name) / "report.json").read_text(encoding="utf-8"))
+                   for d in ("url-", "bundle-")]
+        for key in ("n", "missing", "closed", "open", "breakdown"):
+            assert reports[0][key] == reports[1][key], (name, key)
+    greedy, sampled = (_lines(tmp_path / ("bundle-" + name) / "answers.jsonl") for name in runs)
+    assert [p["text"] for p in greedy] != [p["text"] for p in sampled]  # the sampled run did sample

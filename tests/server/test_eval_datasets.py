@@ -91,9 +91,12 @@ def test_llava_med_converted_format(tmp_path, misspell, jsonl):
 
 def test_eval_item_is_the_common_type(tmp_path):
     for name, root in (("vqa-rad", fx.write_vqa_rad(tmp_path / "a")), ("slake", fx.write_slake(tmp_path / "b")),
-                       ("pathvqa", fx.write_pathvqa(tmp_path / "c")), ("llava-med", fx.write_llava_med(tmp_path / "d"))):
+                       ("pathvqa", fx.write_pathvqa(tmp_path / "c")),
+                       ("llava-med", fx.write_llava_med(tmp_path / "d"))):
         items = load_dataset(name, root)
         assert items and all(isinstance(i, EvalItem) and i.answer_type in ("closed", "open") for i in items)
+        # every fixture's ids are JSON numbers (PathVQA's are list positions): kept as ints for answer files
+        assert all(type(i.qid_value) is int and str(i.qid_value) == i.qid for i in items)
 
 
 def test_missing_layout_names_the_expected_file(tmp_path):
