@@ -15,7 +15,12 @@ from typing import Dict, List, Optional, Tuple
 # subcommand -> (module, one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "make-checkpoint": ("models.commands.make_checkpoint", "write a random-weight checkpoint in a real layout"),
+    "export": ("engine_build.commands.export", "export a checkpoint to an ONNX bundle (TensorRT 8.5 gated)"),
+    "validate": ("engine_build.commands.validate", "compare a bundle with its checkpoint or another bundle"),
     "ask": ("server.commands.ask", "answer one question about one image"),
+    "eval": ("server.commands.eval", "score VQA-RAD / SLAKE / PathVQA / LLaVA-Med answers (LLaVA-Med metrics)"),
+    "bench": ("server.commands.bench", "time the runtime (and transformers eager) on one image and two questions"),
+    "serve": ("server.commands.serve", "serve the HTTP API (/v1/vqa, OpenAI chat, health, metrics) over a bundle"),
 }
 
 
@@ -32,11 +37,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _is_user_error(e: BaseException) -> bool:
+    """Errors our packages raise on purpose carry a message meant for the user: print it, no traceback."""
+    module = type(e).__module__.split(".")[0]
+    return module in ("models", "server", "engine_build") or isinstance(e, (FileNotFoundError, PermissionError))
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return int(args._main(args) or 0)
+    try:
+        return int(args._main(args) or 0)
+    except Exception as e:  # noqa: BLE001 - reported below, traceback with --verbose
+        if args.verbose or not _is_user_error(e):
+            raise
+        sys.stderr.write("error: %s\n" % e)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,0 +1,98 @@
+"""Image bytes from what a request carries: base64, a data URL, or an allow-listed http(s) URL.
+
+Remote URLs are refused unless they start with a configured prefix; a fetch has a timeout and a
+size cap, and follows no redirect (a redirect could leave the allow-list). The URL itself is never
+logged or echoed: it may name a patient.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+import urllib.error
+import urllib.request
+from typing import Any, List
+
+from starlette.concurrency import run_in_threadpool
+
+from server.api.errors import APIError
+from server.settings import Settings
+
+_WHITESPACE = re.compile(r"\s+")
+_DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
+
+
+def decode_base64(text: str, max_bytes: int, param: str = "image") -> bytes:
+    """Strict base64 (standard or URL-safe alphabet; whitespace ignored); 413 before decoding a too-long one."""
+    data = _WHITESPACE.sub("", text)
+    if not data:
+        raise APIError(400, "%s is empty: send the image file as base64 or a data URL" % param, "image_missing",
+                       param=param)
+    if len(data) // 4 * 3 > max_bytes + 3:
+        raise APIError(413, "the image is about %d bytes; the limit is %d: send a smaller or downscaled image"
+                       % (len(data) // 4 * 3, max_bytes), "image_too_large", param=param)
+    if "-" in data or "_" in data:
+        data = data.replace("-", "+").replace("_", "/")
+    try:
+        return base64.b64decode(data + "=" * (-len(data) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise APIError(400, "%s is not valid base64: encode the file's bytes (e.g. `base64 -w0 ct.dcm`) or send a "
+                       "data URL (data:image/png;base64,...)" % param, "invalid_base64", param=param) from None
+
+
+def from_data_url(url: str, max_bytes: int, param: str) -> bytes:
+    m = _DATA_URL.match(url)
+    if m is None:
+        raise APIError(400, "%s is not a base64 data URL: write it as data:<type>;base64,<data>" % param,
+                       "invalid_image_url", param=param)
+    return decode_base64(url[m.end():], max_bytes, param)
+
+
+def fetch_remote(url: str, prefixes: List[str], max_bytes: int, timeout: float, param: str) -> bytes:
+    """GET an allow-listed URL (blocking: run it in a thread)."""
+    if not prefixes:
+        raise APIError(400, "remote image URLs are off on this server: send the image inline as a data URL "
+                       "(data:image/png;base64,...)", "remote_image_refused", param=param)
+    if not any(url.startswith(p) for p in prefixes):
+        raise APIError(400, "this image URL is not under a prefix the server allows (TINYLLAVA_REMOTE_IMAGE_PREFIXES):"
+                       " send the image inline as a data URL", "remote_image_refused", param=param)
+    opener = urllib.request.build_opener(_NoRedirect())
+    try:
+        with opener.open(urllib.request.Request(url, method="GET"), timeout=timeout) as resp:
+            data = resp.read(max_bytes + 1)
+    except urllib.error.HTTPError as e:
+        raise APIError(400, "fetching the image URL failed with HTTP %d" % e.code, "image_fetch_failed",
+                       param=param) from None
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        raise APIError(400, "fetching the image URL failed (%s)" % type(e).__name__, "image_fetch_failed",
+                       param=param) from None
+    if len(data) > max_bytes:
+        raise APIError(413, "the image at that URL is over the limit of %d bytes" % max_bytes, "image_too_large",
+                       param=param)
+    return data
+
+
+async def image_bytes(settings: Settings, value: str, param: str, bare_base64: bool = True) -> bytes:
+    """The bytes an `image` field or `image_url.url` names: a data URL, bare base64, or an allowed URL."""
+    s = settings
+    if not bare_base64 and not is_remote(value) and value[:5].lower() != "data:":
+        raise APIError(400, "%s must be a data URL (data:image/png;base64,...) or an http(s) URL" % param,
+                       "invalid_image_url", param=param)
+    if is_remote(value):
+        return await run_in_threadpool(fetch_remote, value, s.remote_image_prefixes, s.max_image_bytes,
+                                       s.remote_image_timeout, param)
+    if value[:5].lower() == "data:":
+        return from_data_url(value, s.max_image_bytes, param)
+    return decode_base64(value, s.max_image_bytes, param)
+
+
+def is_remote(url: str) -> bool:
+    return url[:8].lower().startswith(("http://", "https://"))
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # urllib then raises HTTPError for the 3xx
+
+
+__all__ = ["decode_base64", "fetch_remote", "from_data_url", "image_bytes", "is_remote"]

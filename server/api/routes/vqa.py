@@ -1,0 +1,109 @@
+"""POST /v1/vqa: the curl path, `curl -F image=@ct.dcm -F question="..." http://host:8000/v1/vqa`."""
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Dict, Tuple
+
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
+from starlette.datastructures import UploadFile
+
+from server.admission import Job
+from server.api import generation as gen
+from server.api import sse
+from server.api.deps import AuthDep, ReadyService
+from server.api.errors import APIError, error_body, error_responses, note
+from server.api.image_input import image_bytes
+from server.api.schemas.common import usage_of
+from server.api.schemas.vqa import STREAM_DESCRIPTION, VqaJsonRequest, VqaOptions, VqaResponse, request_body_schema
+from server.runtime.results import GenerationResult
+from server.service import Service
+
+router = APIRouter(tags=["vqa"], dependencies=[AuthDep])
+
+_FORM_MAX_FIELDS = 32  # the options are about a dozen; anything past this is not a VQA form
+
+
+@router.post(
+    "/v1/vqa", response_model=VqaResponse, summary="Answer a question about one image",
+    description="JSON (`image` as base64 or a data URL) or a multipart form (`image` file + `question`). "
+                + STREAM_DESCRIPTION,
+    responses={200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}}},
+               **error_responses([400, 401, 404, 413, 415, 422, 503, 504])},
+    openapi_extra={"requestBody": request_body_schema()},
+)
+async def vqa(request: Request, service: ReadyService) -> Response:
+    options, data = await _read(request, service)
+    if options.model is not None and options.model != service.model_id:
+        raise APIError(404, "model %r is not served here; this server serves %r (GET /v1/models)"
+                       % (options.model[:100], service.model_id), "model_not_found", param="model")
+    conv = gen.Conversation(options.question)
+    gen.check_text(service, conv)
+    params = gen.generation_params(service, options.max_tokens, options.temperature, options.top_p,
+                                   options.top_k, options.seed, options.stop)
+    ticket = gen.admit(service)
+    prepared = await gen.prepare(service, ticket, data, options.frame, conv)
+    job = gen.submit(service, request, ticket, prepared, params, options.stream)
+    if options.stream:
+        return StreamingResponse(_stream(service, request, job, prepared), media_type=sse.MEDIA_TYPE,
+                                 headers=sse.HEADERS)
+    result = await gen.collect(service, request, job)
+    return JSONResponse(_body(service, request, result, job, prepared))
+
+
+async def _read(request: Request, service: Service) -> Tuple[VqaOptions, bytes]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    try:
+        if ctype == "multipart/form-data":
+            async with request.form(max_files=1, max_fields=_FORM_MAX_FIELDS) as form:
+                upload = form.get("image")
+                if not isinstance(upload, UploadFile):
+                    raise APIError(400, "attach the image as a file part named 'image' (curl -F image=@scan.dcm)",
+                                   "image_missing", param="image")
+                fields = {k: v for k, v in form.multi_items() if k != "image" and isinstance(v, str)}
+                options = VqaOptions.model_validate(fields)
+                data = await upload.read()
+            return options, data
+        if ctype in ("application/json", ""):
+            try:
+                raw = await request.json()
+            except ValueError:
+                raise APIError(400, "the body is not valid JSON", "invalid_json") from None
+            req = VqaJsonRequest.model_validate(raw)
+            return req, await image_bytes(service.settings, req.image, "image")
+    except ValidationError as e:
+        raise RequestValidationError(e.errors()) from None
+    raise APIError(415, "send the request as multipart/form-data (curl -F image=@file -F question=...) or as "
+                   "application/json", "unsupported_media_type")
+
+
+def _body(service: Service, request: Request, result: GenerationResult, job: Job,
+          prepared: gen.Prepared) -> Dict[str, Any]:
+    gen.note_result(request, result, job, prepared)
+    t = result.timings
+    return {
+        "answer": result.text.strip(),
+        "model": service.model_id,
+        "finish_reason": result.finish_reason,
+        "usage": usage_of(t.prompt_tokens, t.completion_tokens, t.cached_tokens).model_dump(),
+        "timings": gen.timings(result, job, prepared),
+        "request_id": request.state.request_id,
+        "image": prepared.image.metadata(),
+    }
+
+
+async def _stream(service: Service, request: Request, job: Job,
+                  prepared: gen.Prepared) -> AsyncIterator[bytes]:
+    rid = request.state.request_id
+    try:
+        async for kind, value in gen.events(service, request, job):
+            if kind == "delta":
+                if value.text:
+                    yield sse.event({"request_id": rid, "delta": value.text})
+            else:
+                yield sse.event(_body(service, request, value, job, prepared))
+    except APIError as e:
+        note(request, error_code=e.code)
+        yield sse.event(error_body(e.message, e.type, e.code))
+    yield sse.DONE

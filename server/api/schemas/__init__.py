@@ -1,0 +1,1 @@
+"""Request and response models of the API (pydantic; Python 3.8 typing)."""

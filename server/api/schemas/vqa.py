@@ -1,0 +1,69 @@
+"""POST /v1/vqa: one image and one question, as JSON or multipart form (the curl path)."""
+from __future__ import annotations
+
+import copy
+from typing import Any, Dict, List, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.api.schemas.common import ImageInfo, Timings, Usage
+
+_MAX_SEED = 2 ** 63 - 1
+
+
+class VqaOptions(BaseModel):
+    """Everything but the image; a multipart form sends these as text fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    question: str = Field(description="the question about the image")
+    model: Optional[str] = Field(None, description="must name the served model when given (GET /v1/models)")
+    max_tokens: Optional[int] = Field(None, ge=1, description="most tokens to generate (server default when absent)")
+    temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (default): the same answer every time")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0, le=1_000_000, description="0 = off")
+    seed: Optional[int] = Field(None, ge=0, le=_MAX_SEED, description="sampling seed (temperature > 0)")
+    stop: Optional[Union[str, List[str]]] = Field(None, description="stop strings: the answer ends before one")
+    stream: bool = Field(False, description="answer as server-sent events")
+    frame: Optional[int] = Field(None, ge=0, le=1_000_000,
+                                 description="0-based DICOM frame (default: the middle frame)")
+
+
+class VqaJsonRequest(VqaOptions):
+    image: str = Field(description="the image file (PNG, JPEG or DICOM) as base64 or a data URL")
+
+
+class VqaResponse(BaseModel):
+    answer: str
+    model: str
+    finish_reason: str = Field(description="stop (end of answer or a stop string) | length (max_tokens)")
+    usage: Usage
+    timings: Timings
+    request_id: str
+    image: ImageInfo
+
+
+def request_body_schema() -> Dict[str, Any]:
+    """The OpenAPI requestBody: the JSON model, and the same fields as a multipart form with a file part."""
+    json_schema = VqaJsonRequest.model_json_schema()
+    form = copy.deepcopy(json_schema)
+    form["title"] = "VqaForm"
+    form["properties"]["image"] = {"type": "string", "format": "binary", "description": "the image file"}
+    # Form fields are text; stop is a single string there.
+    form["properties"]["stop"] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    return {
+        "required": True,
+        "content": {
+            "application/json": {"schema": json_schema},
+            "multipart/form-data": {"schema": form},
+        },
+    }
+
+
+STREAM_DESCRIPTION = (
+    "With `stream: true`, `text/event-stream`: `data: {\"request_id\", \"delta\"}` per piece of text, then "
+    "`data:` with the full response object (as without streaming), then `data: [DONE]`. An error after the "
+    "stream began arrives as `data: {\"error\": {...}}` before `[DONE]`."
+)
+
+__all__ = ["STREAM_DESCRIPTION", "VqaJsonRequest", "VqaOptions", "VqaResponse", "request_body_schema"]

@@ -1,0 +1,107 @@
+"""What the routes share: settings, the model once loaded, admission, metrics, readiness, drain.
+
+The bundle's manifest is read at once (a bad --bundle fails at startup, and /v1/models answers
+while loading); verifying, opening and warming the graphs happen in a background thread, so /live
+answers immediately and /ready says 503 until a warm-up generation has succeeded.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import List, Optional
+
+from PIL import Image
+
+from server.admission import Admission
+from server.bundle import Manifest, read_manifest
+from server.metrics import ServiceMetrics
+from server.runtime.generator import Generator
+from server.runtime.pipeline import BundlePipeline
+from server.runtime.request import GenerationParams
+from server.settings import Settings
+from server.telemetry import HostTelemetry
+
+log = logging.getLogger(__name__)
+
+LOADING, READY, FAILED, DRAINING = "loading", "ready", "failed", "draining"
+
+
+class Service:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.api_keys: List[str] = settings.load_api_keys()
+        self.bundle_dir = settings.bundle_dir
+        self.manifest: Manifest = read_manifest(self.bundle_dir)
+        self.model_id = self.manifest.model.name
+        self.started = time.time()
+        self.status = LOADING
+        self.error: Optional[str] = None
+        self.pipeline: Optional[BundlePipeline] = None
+        self.admission: Optional[Admission] = None
+        self.telemetry = HostTelemetry(self.bundle_dir)
+        self.in_flight = 0  # API requests in progress (health probes not counted); the drain waits on it
+        self._thread: Optional[threading.Thread] = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status == READY
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._load, name="bundle-loader", daemon=True)
+        self._thread.start()
+
+    def begin_drain(self) -> None:
+        """From now on /ready and new API requests answer 503; in-flight requests go on."""
+        log.info("draining: %d request(s) in flight", self.in_flight)
+        self.status = DRAINING
+
+    def stop(self) -> None:
+        if self.admission is not None:
+            self.admission.stop()
+        if self.pipeline is not None:
+            self.pipeline.runtime.close()
+
+    def _load(self) -> None:
+        s = self.settings
+        try:
+            t0 = time.perf_counter()
+            pipeline = BundlePipeline(self.bundle_dir)
+            generators = [pipeline.runtime.generator] + [_sibling(pipeline.runtime.generator)
+                                                         for _ in range(s.max_concurrency - 1)]
+            for g in generators:
+                _warm_up(pipeline, g)
+            if s.warmup_delay > 0:
+                time.sleep(s.warmup_delay)
+            self.pipeline = pipeline
+            self.admission = Admission(generators, s.max_queue, self.metrics, token_delay=s.token_delay)
+            if self.status == LOADING:  # not while draining: a drain that began during loading stands
+                self.status = READY
+            log.info("model ready", extra={"model": self.model_id, "load_s": round(time.perf_counter() - t0, 3),
+                                           "providers": pipeline.runtime.engine.providers})
+        except Exception as e:  # noqa: BLE001 - reported through /ready and the log; the process stays up
+            self.status = FAILED
+            self.error = "%s: %s" % (type(e).__name__, e)
+            log.error("the bundle could not be loaded: %s", self.error)
+
+
+def _sibling(generator: Generator) -> Generator:
+    """Another generator on the same engine (own KV cache and image cache) for one more worker."""
+    return Generator(generator.engine, generator.embed_tokens, generator.tokenizer,
+                     eos_token_id=generator.eos_token_id, stop_token_ids=generator.stop_token_ids,
+                     image_cache_size=generator.image_cache.capacity, prefix_reuse=generator.prefix_reuse,
+                     prefill_chunk=generator.prefill_chunk)
+
+
+def _warm_up(pipeline: BundlePipeline, generator: Generator) -> None:
+    """One short generation: the first run of a graph pays its allocations (and TensorRT its tactics)."""
+    processor = pipeline.processor
+    size = processor.image_config.size
+    pixels = processor.pixels(Image.new("RGB", (size, size), (128, 128, 128)))
+    generator.generate(processor.prompt_ids("warm-up"), pixels, GenerationParams(max_tokens=2))
+    generator.reset()
+    generator.image_cache.clear()
+
+
+__all__ = ["DRAINING", "FAILED", "LOADING", "READY", "Service"]
