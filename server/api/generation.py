@@ -29,7 +29,10 @@ from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult
 from server.service import Service
 
-_WATCH_INTERVAL_S = 0.2  # how often a waiting request checks for a disconnect or its deadline
+_WATCH_INTERVAL_S = 0.2
+# Every stop string is matched after every token: bound the work one request can ask for.
+_MAX_STOPS = 16
+_MAX_STOP_CHARS = 256  # how often a waiting request checks for a disconnect or its deadline
 
 
 @dataclass
@@ -71,6 +74,9 @@ def generation_params(service: Service, max_tokens: Optional[int], temperature: 
         raise APIError(400, "max_tokens %d is over this server's cap of %d (TINYLLAVA_MAX_TOKENS_CAP): ask for "
                        "fewer" % (max_tokens, s.max_tokens_cap), "max_tokens_too_large", param="max_tokens")
     stops: Sequence[str] = () if stop is None else (stop,) if isinstance(stop, str) else tuple(stop)
+    if len(stops) > _MAX_STOPS or any(len(x) > _MAX_STOP_CHARS for x in stops):
+        raise APIError(400, "stop takes at most %d strings of at most %d characters each" % (_MAX_STOPS,
+                       _MAX_STOP_CHARS), "invalid_parameter", param="stop")
     try:
         return GenerationParams(max_tokens=max_tokens or min(s.default_max_tokens, s.max_tokens_cap),
                                 temperature=temperature or 0.0, top_p=1.0 if top_p is None else top_p,

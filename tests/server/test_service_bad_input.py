@@ -217,6 +217,11 @@ def test_conversation_shape(main_server: ServerProcess, case: str) -> None:
     check_error(chat(main_server, {"messages": messages}), 400)
 
 
+def test_too_many_stop_strings(main_server: ServerProcess) -> None:
+    check_error(chat(main_server, {"messages": [image_message()], "stop": ["x%d" % i for i in range(50)]}), 400,
+                "invalid_parameter", "stop")
+
+
 def test_n_above_one(main_server: ServerProcess) -> None:
     check_error(chat(main_server, {"messages": [image_message()], "n": 2}), 400, "invalid_request", "n")
 
