@@ -8,14 +8,13 @@ from pathlib import Path
 
 from models.processor.templates import TEMPLATES
 
-# The model used when neither --checkpoint nor --bundle is given (random weights; see models/assets/README.md).
-DEMO_CHECKPOINT = Path(__file__).resolve().parents[2] / "models" / "assets" / "demo-checkpoint"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="checkpoint directory (llava, factory or hf layout): PyTorch")
-    src.add_argument("--bundle", help="bundle directory from `tinyllava-med export`: ONNX Runtime")
+    src.add_argument("--bundle", help="bundle directory from `tinyllava-med export`: ONNX Runtime (default: the "
+                     "embedded random-weight demo bundle)")
     p.add_argument("--image", required=True, help="image file (PNG or JPEG)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default 64)")
@@ -38,14 +37,15 @@ def main(args: argparse.Namespace) -> int:
         print("error: --max-tokens must be at least 1", file=sys.stderr)  # noqa: T201
         return 2
     image = image_path.read_bytes()
-    if args.bundle:
-        from server.runtime.pipeline import BundlePipeline
-
-        pipe = BundlePipeline(args.bundle, template=args.template)
-    else:
+    if args.checkpoint:
         from models.pipeline import TorchPipeline
 
-        pipe = TorchPipeline(args.checkpoint or DEMO_CHECKPOINT, template=args.template)
+        pipe = TorchPipeline(args.checkpoint, template=args.template)
+    else:
+        from server.runtime.pipeline import BundlePipeline
+        from server.settings import DEFAULT_BUNDLE
+
+        pipe = BundlePipeline(args.bundle or DEFAULT_BUNDLE, template=args.template)
     result = pipe.ask(image, args.question, max_tokens=args.max_tokens, temperature=args.temperature,
                       top_p=args.top_p, top_k=args.top_k, seed=args.seed, ignore_eos=args.ignore_eos)
     if args.json:
