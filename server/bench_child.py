@@ -46,6 +46,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: the physical cores)")
     p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
     p.add_argument("--disable-prepacking", action="store_true", help="less memory, slower MatMuls")
+    p.add_argument("--prefill-chunk", type=int, default=0, help="prefill at most this many positions per "
+                                                                "decoder call (0: the runtime's default)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -59,7 +61,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     inputs = read_inputs(Path(args.inputs))
     t0 = time.perf_counter()
     # Hashes are skipped: reading every file once more proves nothing about speed.
-    rt = load_runtime(args.bundle, options=options, check_hashes=False)
+    extra = {"prefill_chunk": args.prefill_chunk} if args.prefill_chunk else {}
+    rt = load_runtime(args.bundle, options=options, check_hashes=False, **extra)
     load_ms = (time.perf_counter() - t0) * 1000.0
     if rt.engine.num_image_tokens != inputs["num_image_tokens"]:
         raise BenchError("the bundle makes %d image tokens, the prepared inputs assume %d"
@@ -80,6 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         "dtype": rt.manifest.precision,
         "load_ms": round(load_ms, 1),
         "vision_layers_run": rt.manifest.model.vision.num_layers_used,
+        "prefill_chunk": gen.prefill_chunk,
         "questions": {q: summarize(runs[q]) for q in QUESTIONS},
         "output_ids": {q: runs[q][-1]["output_ids"] for q in QUESTIONS},
         "peak_rss_mb": peak_rss_mb(),

@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads for both systems (default: each library's own, all physical cores)")
     p.add_argument("--disable-prepacking", action="store_true",
                    help="ONNX Runtime: no repacked weight copies (less memory, slower MatMuls)")
+    p.add_argument("--prefill-chunk", type=int, default=0,
+                   help="ours: prefill at most this many positions per decoder call (bounds attention scratch "
+                        "memory; default: the runtime's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
 
 
@@ -63,8 +66,8 @@ def main(args: argparse.Namespace) -> int:
     from server.bundle import read_manifest
     from server.bench_io import write_inputs
 
-    if args.new_tokens < 1 or args.repeat < 1:
-        raise BenchError("--new-tokens and --repeat must be at least 1")
+    if args.new_tokens < 1 or args.repeat < 1 or args.prefill_chunk < 0:
+        raise BenchError("--new-tokens and --repeat must be at least 1, --prefill-chunk at least 0")
     if args.baseline and not args.checkpoint:
         raise BenchError("--baseline transformers needs --checkpoint DIR: the checkpoint the bundle was exported from")
     baseline = args.baseline or ("transformers" if args.checkpoint else None)
@@ -84,7 +87,9 @@ def main(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tinyllava-bench-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         write_inputs(inputs, ids["first"], ids["followup"], pixels, n_image)
-        ours_flags = ["--disable-prepacking"] if args.disable_prepacking else []
+        ours_flags = ["--prefill-chunk", str(args.prefill_chunk)]
+        if args.disable_prepacking:
+            ours_flags.append("--disable-prepacking")
         systems["ours"] = _run_child("server.bench_child", ["--bundle", str(bundle), "--inputs", str(inputs)]
                                      + common + ours_flags)
         if baseline == "transformers":
@@ -166,7 +171,7 @@ def goals(r: Dict[str, Optional[float]]) -> Dict[str, Dict[str, Any]]:
 
 
 def _div(a: float, b: float) -> Optional[float]:
-    return round(a / b, 3) if b else None
+    return float("%.4g" % (a / b)) if b else None  # 4 significant digits: tiny models give ratios ~0.002
 
 
 def _common_prefix(a: List[int], b: List[int]) -> int:
@@ -194,8 +199,9 @@ def format_report(rep: Dict[str, Any]) -> str:
         lines.append("%-30s%s%14.0f%s" % (label, cells, row["peak_rss_mb"], note))
     lines.append("")
     for name, sysrep in rep["systems"].items():
-        lines.append("%-13s %s, %d threads, %d vision layers, load %.1f s"
-                     % (name + ":", sysrep["system"], sysrep["threads"], sysrep["vision_layers_run"],
+        chunk = ", prefill chunk %d" % sysrep["prefill_chunk"] if sysrep.get("prefill_chunk") else ""
+        lines.append("%-13s %s, %d threads, %d vision layers%s, load %.1f s"
+                     % (name + ":", sysrep["system"], sysrep["threads"], sysrep["vision_layers_run"], chunk,
                         sysrep["load_ms"] / 1000.0))
     if "matching_prefix_tokens" in rep:
         lines.append("greedy tokens agree for the first %d of %d (first question)"
