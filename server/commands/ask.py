@@ -9,7 +9,6 @@ from pathlib import Path
 from models.processor.templates import TEMPLATES
 
 
-
 def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="checkpoint directory (llava, factory or hf layout): PyTorch")

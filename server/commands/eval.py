@@ -158,7 +158,7 @@ def _run_model(args: argparse.Namespace) -> int:
         items = items[:args.limit]
     if args.bundle:
         if args.concurrency > 1:
-            print("note: --bundle runs one engine in this process, which answers one question at a time; "
+            print("note: --bundle runs one engine in this process, which answers one question at a time; "  # noqa: T201
                   "--concurrency %d is ignored (it applies to --url)" % args.concurrency, file=sys.stderr)  # noqa: T201
         source: Any = BundleSource(args.bundle)
         source_meta: Dict[str, Any] = {"source": "bundle", "bundle": str(args.bundle)}
@@ -176,7 +176,7 @@ def _run_model(args: argparse.Namespace) -> int:
     source_meta.update(answers=str(answers), max_tokens=settings.max_tokens, temperature=settings.temperature,
                        seed=settings.seed, errors=len(failed))
     if failed:
-        print("warning: %d questions failed (e.g. %s: %s); they are left out of the scores, and a rerun asks them "
+        print("warning: %d questions failed (e.g. %s: %s); they are left out of the scores, and a rerun asks them "  # noqa: T201
               "again" % (len(failed), failed[0].question_id, failed[0].extra["error"].get("message")),
               file=sys.stderr)  # noqa: T201
     code = _report(args, items, [p for p in preds if "error" not in p.extra], source_meta, allow_missing=True)

@@ -22,11 +22,6 @@ from transformers import (  # noqa: E402
 )
 from transformers.models.llava.modeling_llava import LlavaMultiModalProjector  # noqa: E402
 
-from models.config import IMAGE_TOKEN_INDEX, ModelConfig, preset  # noqa: E402
-from models.connector import MlpGeluConnector  # noqa: E402
-from models.generate import generate, select_next_token  # noqa: E402
-from models.llava import VISION_TOWERS, build_model  # noqa: E402
-from models.vision_encoder import select_image_features  # noqa: E402
 from engine_build.hf_reference import (  # noqa: E402
     copy_hf_llava_weights,
     hf_input_ids,
@@ -35,6 +30,11 @@ from engine_build.hf_reference import (  # noqa: E402
     hf_vision_config,
     vision_state_from_hf,
 )
+from models.config import IMAGE_TOKEN_INDEX, ModelConfig, preset  # noqa: E402
+from models.connector import MlpGeluConnector  # noqa: E402
+from models.generate import generate, select_next_token  # noqa: E402
+from models.llava import VISION_TOWERS, build_model  # noqa: E402
+from models.vision_encoder import select_image_features  # noqa: E402
 
 VISION_ATOL = 1e-5
 LOGITS_ATOL = 1e-4
