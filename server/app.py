@@ -13,6 +13,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from server.api.errors import install_error_handlers
 from server.api.middleware import ServiceMiddleware
+from server.api.openapi import install_openapi
 from server.api.routes import ROUTERS
 from server.service import Service
 from server.settings import Settings
@@ -45,6 +46,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
     app = FastAPI(title="TinyLLaVA-Med", version=_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
+    install_openapi(app, settings)
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(ServiceMiddleware, service=service)

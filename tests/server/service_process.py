@@ -40,8 +40,9 @@ def sse_events(text: str) -> List[Any]:
 
 
 class ServerProcess:
-    def __init__(self, log_dir: Path, env: Optional[Dict[str, str]] = None, bundle: Path = DEFAULT_BUNDLE) -> None:
-        self.port = free_port()
+    def __init__(self, log_dir: Path, env: Optional[Dict[str, str]] = None, bundle: Path = DEFAULT_BUNDLE,
+                 port: Optional[int] = None) -> None:
+        self.port = port if port is not None else free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.log_path = log_dir / ("server-%d.log" % self.port)
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("TINYLLAVA_")}

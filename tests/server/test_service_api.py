@@ -201,3 +201,35 @@ def test_openapi_documents_bodies_and_errors(main_server: ServerProcess) -> None
             assert responses[code]["content"]["application/json"]["schema"]["$ref"] == error_ref
         assert "422" in responses and "text/event-stream" in responses["200"]["content"]
     assert "HTTPValidationError" not in doc["components"]["schemas"]
+
+
+def test_openapi_documents_each_stream_event_and_the_caps(main_server: ServerProcess) -> None:
+    """Found by schemathesis: the 200 streams were documented as `{"type": "string"}`, which OpenAPI < 3.2
+    (and schemathesis) read as the schema of one event: every event of a real stream violated it."""
+    doc = main_server.client().get("/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    for path, component, members in (("/v1/vqa", "VqaStreamEvent", ["VqaDelta", "VqaResponse", "ErrorResponse"]),
+                                     ("/v1/chat/completions", "ChatStreamEvent",
+                                      ["ChatCompletionChunk", "ErrorResponse"])):
+        event = doc["paths"][path]["post"]["responses"]["200"]["content"]["text/event-stream"]["schema"]
+        assert event["type"] == "object" and event["required"] == ["data"]
+        data = event["properties"]["data"]
+        assert data["type"] == "string" and data["if"] == {"const": "[DONE]"}
+        assert data["else"] == {"contentMediaType": "application/json",
+                                "contentSchema": {"$ref": "#/components/schemas/" + component}}
+        assert [ref["$ref"].rsplit("/", 1)[1] for ref in schemas[component]["anyOf"]] == members
+    # Every event of a real stream is one of the documented members (its required fields, no more needed).
+    body = {"image": b64(png(seed=43)), "question": QUESTION, "max_tokens": 6, "stream": True}
+    events = sse_events(main_server.client().post("/v1/vqa", json=body).text)
+    assert events[-1] == "[DONE]"
+    kinds = [next(m for m in ("VqaDelta", "VqaResponse") if set(schemas[m]["required"]) <= set(e))
+             for e in events[:-1]]
+    assert kinds[-1] == "VqaResponse" and set(kinds[:-1]) <= {"VqaDelta"}
+    # The server's caps (TINYLLAVA_MAX_TOKENS_CAP=64, TINYLLAVA_MAX_QUESTION_CHARS=2000 in conftest) are documented.
+    vqa = doc["paths"]["/v1/vqa"]["post"]["requestBody"]["content"]
+    for props in (vqa["application/json"]["schema"]["properties"], vqa["multipart/form-data"]["schema"]["properties"]):
+        assert {"type": "integer", "minimum": 1, "maximum": 64} in props["max_tokens"]["anyOf"]
+        assert props["question"]["maxLength"] == 2000
+    chat = schemas["ChatCompletionRequest"]["properties"]
+    for name in ("max_tokens", "max_completion_tokens"):
+        assert {"type": "integer", "minimum": 1, "maximum": 64} in chat[name]["anyOf"]

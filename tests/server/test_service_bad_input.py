@@ -155,6 +155,17 @@ def test_multipart_without_image_file(main_server: ServerProcess) -> None:
     check_error(r, 400, "image_missing", "image")
 
 
+@pytest.mark.parametrize("body", [b"--b0undary\r\n[]--b0undary--\r\n", b"no delimiter in sight"],
+                         ids=["garbage-part", "no-delimiter"])
+def test_malformed_multipart(main_server: ServerProcess, body: bytes) -> None:
+    """Found by schemathesis: a body that does not follow its boundary was a 500 (python-multipart's
+    parse error escaped Starlette, which converts only its own)."""
+    r = httpx.post(main_server.url + "/v1/vqa", content=body,
+                   headers={"content-type": "multipart/form-data; boundary=b0undary"}, timeout=_TIMEOUT_S)
+    err = check_error(r, 400, "invalid_multipart", "boundary")
+    assert "[]" not in err["message"] and "sight" not in err["message"]  # the body is not echoed
+
+
 # ---- question and parameters --------------------------------------------------------------
 
 def test_empty_question(main_server: ServerProcess) -> None:

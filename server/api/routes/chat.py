@@ -14,6 +14,7 @@ from server.api.conversation import parse_messages
 from server.api.deps import AuthDep, ReadyService
 from server.api.errors import APIError, error_body, error_responses, note
 from server.api.image_input import image_bytes
+from server.api.openapi import sse_content
 from server.api.schemas.chat import STREAM_DESCRIPTION, ChatCompletion, ChatCompletionRequest
 from server.api.schemas.common import usage_of
 from server.runtime.results import GenerationResult
@@ -25,7 +26,7 @@ router = APIRouter(tags=["chat"], dependencies=[AuthDep])
 @router.post(
     "/v1/chat/completions", response_model=ChatCompletion, summary="OpenAI-compatible chat about one image",
     description="Messages with `image_url` parts (data URLs). " + STREAM_DESCRIPTION,
-    responses={200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}}},
+    responses={200: {"content": sse_content("ChatStreamEvent")},
                **error_responses([400, 401, 404, 413, 415, 422, 503, 504])},
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: ReadyService) -> Response:

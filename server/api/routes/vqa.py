@@ -7,6 +7,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import ValidationError
+from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 
 from server.admission import Job
@@ -15,6 +16,7 @@ from server.api import sse
 from server.api.deps import AuthDep, ReadyService
 from server.api.errors import APIError, error_body, error_responses, note
 from server.api.image_input import image_bytes
+from server.api.openapi import sse_content
 from server.api.schemas.common import usage_of
 from server.api.schemas.vqa import STREAM_DESCRIPTION, VqaJsonRequest, VqaOptions, VqaResponse, request_body_schema
 from server.runtime.results import GenerationResult
@@ -29,7 +31,7 @@ _FORM_MAX_FIELDS = 32  # the options are about a dozen; anything past this is no
     "/v1/vqa", response_model=VqaResponse, summary="Answer a question about one image",
     description="JSON (`image` as base64 or a data URL) or a multipart form (`image` file + `question`). "
                 + STREAM_DESCRIPTION,
-    responses={200: {"content": {sse.MEDIA_TYPE: {"schema": {"type": "string"}}}},
+    responses={200: {"content": sse_content("VqaStreamEvent")},
                **error_responses([400, 401, 404, 413, 415, 422, 503, 504])},
     openapi_extra={"requestBody": request_body_schema()},
 )
@@ -74,6 +76,12 @@ async def _read(request: Request, service: Service) -> Tuple[VqaOptions, bytes]:
             return req, await image_bytes(service.settings, req.image, "image")
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
+    except FormParserError:
+        # Starlette turns only its own MultiPartException into a 400; python-multipart's parse errors
+        # (a body that does not follow its boundary) escape as 500s. The parser's text can quote the body.
+        raise APIError(400, "the multipart body is malformed (parts must follow the boundary in Content-Type): "
+                       "let curl or your HTTP library build it, e.g. curl -F image=@scan.png -F question=...",
+                       "invalid_multipart") from None
     raise APIError(415, "send the request as multipart/form-data (curl -F image=@file -F question=...) or as "
                    "application/json", "unsupported_media_type")
 

@@ -43,6 +43,13 @@ class VqaResponse(BaseModel):
     image: ImageInfo
 
 
+class VqaDelta(BaseModel):
+    """One piece of a streamed answer (`stream: true`)."""
+
+    request_id: str
+    delta: str
+
+
 def request_body_schema() -> Dict[str, Any]:
     """The OpenAPI requestBody: the JSON model, and the same fields as a multipart form with a file part."""
     json_schema = VqaJsonRequest.model_json_schema()
@@ -66,4 +73,4 @@ STREAM_DESCRIPTION = (
     "stream began arrives as `data: {\"error\": {...}}` before `[DONE]`."
 )
 
-__all__ = ["STREAM_DESCRIPTION", "VqaJsonRequest", "VqaOptions", "VqaResponse", "request_body_schema"]
+__all__ = ["STREAM_DESCRIPTION", "VqaDelta", "VqaJsonRequest", "VqaOptions", "VqaResponse", "request_body_schema"]
