@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 import warnings
@@ -61,6 +62,8 @@ def _export(module: torch.nn.Module, args: tuple, path: Path, inputs: List[B.Ten
         data_name = path.name + ".data"
         onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                         location=data_name, size_threshold=1024)
+        # onnx writes the data file 0600; a service running as another user must be able to read it
+        os.chmod(path.parent / data_name, 0o644)
         return data_name
 
 

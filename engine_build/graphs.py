@@ -66,7 +66,6 @@ class DecoderGraph(nn.Module):
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
                 past_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         mask = torch.cat((past_mask, torch.ones_like(position_ids)), dim=1)
-        hidden, key, value = self.model.language_model(inputs_embeds, position_ids, past_key, past_value, mask)
-        logits = self.model.lm_head(hidden[:, -1, :]).to(torch.float32)
-        m = past_key.shape[3]
-        return logits, key[:, :, :, m:], value[:, :, :, m:]
+        hidden, new_key, new_value = self.model.language_model(inputs_embeds, position_ids, past_key, past_value,
+                                                               mask, new_kv_only=True)
+        return self.model.lm_head(hidden[:, -1, :]).to(torch.float32), new_key, new_value

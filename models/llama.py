@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
-from models.layers import RMSNorm, activation, apply_rope, attend, causal_padding_mask, rope_cos_sin
+from models.layers import RMSNorm, activation, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
 
 
 class LlamaAttention(nn.Module):
@@ -34,9 +34,9 @@ class LlamaAttention(nn.Module):
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin, self.head_dim, self.head_dim)
         k = apply_rope(k, cos, sin, self.head_dim, self.head_dim)
-        k = torch.cat((past_k, k), dim=2)  # the cache holds keys after RoPE, as transformers does
-        v = torch.cat((past_v, v), dim=2)
-        out = attend(q, k, v, allowed, self.scale, self.num_kv_heads)
+        # the cache holds keys after RoPE, as transformers does; only the new ones are returned
+        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), allowed, self.scale,
+                     self.num_kv_heads)
         return self.o_proj(out), k, v
 
 
@@ -86,13 +86,8 @@ class LlamaModel(nn.Module):
         self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
 
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
-                attention_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta, inputs_embeds.dtype)
         allowed = causal_padding_mask(attention_mask, inputs_embeds.shape[1])
-        h = inputs_embeds
-        keys, values = [], []
-        for i, layer in enumerate(self.layers):
-            h, k, v = layer(h, cos, sin, past_key[i], past_value[i], allowed)
-            keys.append(k)
-            values.append(v)
-        return self.norm(h), torch.stack(keys), torch.stack(values)
+        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, allowed, new_kv_only)
+        return self.norm(h), key, value

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
-from models.layers import activation, apply_rope, attend, causal_padding_mask, rope_cos_sin
+from models.layers import activation, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
 
 
 class PhiAttention(nn.Module):
@@ -34,11 +34,10 @@ class PhiAttention(nn.Module):
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
         q = apply_rope(q, cos, sin, self.rotary_dim, self.head_dim)
         k = apply_rope(k, cos, sin, self.rotary_dim, self.head_dim)
-        k = torch.cat((past_k, k), dim=2)
-        v = torch.cat((past_v, v), dim=2)
         # Q.K^T in fp32: transformers 4.x PhiAttention, "Queries and keys upcast to fp32 is required by
-        # Phi-2 to avoid overflow" (in fp16).
-        out = attend(q, k, v, allowed, self.scale, self.num_kv_heads, upcast_scores=True)
+        # Phi-2 to avoid overflow" (in fp16). Only the new K/V are returned for the cache.
+        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), allowed, self.scale,
+                     self.num_kv_heads, upcast_scores=True)
         return self.dense(out), k, v
 
 
@@ -81,13 +80,8 @@ class PhiModel(nn.Module):
         self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
-                attention_mask: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         cos, sin = rope_cos_sin(position_ids, self.rotary_dim, self.rope_theta, inputs_embeds.dtype)
         allowed = causal_padding_mask(attention_mask, inputs_embeds.shape[1])
-        h = inputs_embeds
-        keys, values = [], []
-        for i, layer in enumerate(self.layers):
-            h, k, v = layer(h, cos, sin, past_key[i], past_value[i], allowed)
-            keys.append(k)
-            values.append(v)
-        return self.final_layernorm(h), torch.stack(keys), torch.stack(values)
+        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, allowed, new_kv_only)
+        return self.final_layernorm(h), key, value

@@ -46,6 +46,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0: the physical cores)")
     p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
     p.add_argument("--disable-prepacking", action="store_true", help="less memory, slower MatMuls")
+    p.add_argument("--no-cpu-arena", action="store_true", help="ORT CPU memory arena off")
     p.add_argument("--prefill-chunk", type=int, default=0, help="prefill at most this many positions per "
                                                                 "decoder call (0: the runtime's default)")
     args = p.parse_args(argv)
@@ -57,6 +58,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from server.runtime.ort_backend import OrtOptions, session_options
 
     options = OrtOptions(graph_optimization=args.graph_optimization, disable_prepacking=args.disable_prepacking,
+                         enable_cpu_mem_arena=not args.no_cpu_arena,
                          intra_op_threads=args.threads or None)
     inputs = read_inputs(Path(args.inputs))
     t0 = time.perf_counter()

@@ -55,6 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="intra-op threads for both systems (default: each library's own, all physical cores)")
     p.add_argument("--disable-prepacking", action="store_true",
                    help="ONNX Runtime: no repacked weight copies (less memory, slower MatMuls)")
+    p.add_argument("--no-cpu-arena", action="store_true", help="our runtime without ONNX Runtime's CPU memory arena")
     p.add_argument("--prefill-chunk", type=int, default=0,
                    help="ours: prefill at most this many positions per decoder call (bounds attention scratch "
                         "memory; default: the runtime's)")
@@ -90,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         ours_flags = ["--prefill-chunk", str(args.prefill_chunk)]
         if args.disable_prepacking:
             ours_flags.append("--disable-prepacking")
+        if args.no_cpu_arena:
+            ours_flags.append("--no-cpu-arena")
         systems["ours"] = _run_child("server.bench_child", ["--bundle", str(bundle), "--inputs", str(inputs)]
                                      + common + ours_flags)
         if baseline == "transformers":

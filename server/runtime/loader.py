@@ -17,6 +17,11 @@ from server.runtime.ort_backend import OrtEngine, OrtOptions
 
 log = logging.getLogger(__name__)
 
+# Prefill in chunks of this many positions. Each chunk attends over the whole fixed-size cache, so
+# the attention scratch grows with chunk x max_context: unchunked, a 775-position TinyLLaVA-Med
+# prompt peaks 0.8 GB above the weights; at 128 the prefill takes the same time (docs/benchmarks.md).
+DEFAULT_PREFILL_CHUNK = 128
+
 
 @dataclass
 class Runtime:
@@ -65,7 +70,7 @@ def load_tokenizer(path: Path) -> Tokenizer:
 
 def load_runtime(bundle_dir: Union[str, Path], providers: Optional[Sequence[str]] = None,
                  options: Optional[OrtOptions] = None, check_hashes: bool = True, image_cache_size: int = 8,
-                 prefix_reuse: bool = True, prefill_chunk: Optional[int] = None,
+                 prefix_reuse: bool = True, prefill_chunk: Optional[int] = DEFAULT_PREFILL_CHUNK,
                  stop_token_ids: Sequence[int] = ()) -> Runtime:
     """Verify and open a bundle on ONNX Runtime.
 
