@@ -67,7 +67,7 @@ class Service:
         s = self.settings
         try:
             t0 = time.perf_counter()
-            pipeline = BundlePipeline(self.bundle_dir)
+            pipeline = BundlePipeline(self.bundle_dir, image_limits=self.settings.image_limits)
             generators = [pipeline.runtime.generator] + [_sibling(pipeline.runtime.generator)
                                                          for _ in range(s.max_concurrency - 1)]
             for g in generators:

@@ -23,7 +23,7 @@ from models.config import IMAGE_TOKEN_INDEX
 from models.processor.templates import Turn
 from server.admission import FINISHED, Job, Overloaded, Ticket
 from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
-from server.images import DecodedImage, decode_image
+from server.images import DecodedImage
 from server.runtime.errors import RequestError
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult
@@ -108,8 +108,7 @@ def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversa
     t0 = time.perf_counter()
     pipeline = service.pipeline
     assert pipeline is not None
-    image = decode_image(data, frame, service.settings.image_limits)
-    pixels = pipeline.processor.pixels(image.image)
+    image, pixels = pipeline.images(data, frame)  # cached by the bytes' sha256: follow-ups skip decoding
     processor = pipeline.processor
     if conv.system is None:
         ids = processor.prompt_ids(conv.question, conv.history)

@@ -64,8 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from models.processor import Processor
-    from server.bundle import read_manifest
     from server.bench_io import write_inputs
+    from server.bundle import read_manifest
 
     if args.new_tokens < 1 or args.repeat < 1 or args.prefill_chunk < 0:
         raise BenchError("--new-tokens and --repeat must be at least 1, --prefill-chunk at least 0")

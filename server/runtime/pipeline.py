@@ -8,6 +8,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 from models.processor import Processor, TextTokenizer
 from models.processor.image import ImageInput
 from models.processor.templates import Turn, get_template
+from server.image_limits import ImageLimits
+from server.image_prep import ImagePreparer
 from server.runtime.loader import Runtime, load_runtime
 from server.runtime.request import GenerationParams
 
@@ -15,13 +17,15 @@ from server.runtime.request import GenerationParams
 class BundlePipeline:
     """A verified bundle on ONNX Runtime, with the processor its manifest describes."""
 
-    def __init__(self, bundle: Union[str, Path], template: Optional[str] = None, **runtime_options: Any) -> None:
+    def __init__(self, bundle: Union[str, Path], template: Optional[str] = None,
+                 image_limits: Optional[ImageLimits] = None, **runtime_options: Any) -> None:
         t0 = time.perf_counter()
         self.runtime: Runtime = load_runtime(bundle, **runtime_options)
         manifest = self.runtime.manifest
         name = template or manifest.template
         tokenizer = TextTokenizer(self.runtime.tokenizer, eos_token=get_template(name).stop_str)
         self.processor = Processor(manifest.model, tokenizer, template=name)
+        self.images = ImagePreparer(self.processor, image_limits)
         self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
 
     def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
@@ -30,7 +34,8 @@ class BundlePipeline:
         """The `ask --json` object: answer, prompt_token_ids (with -200), output_token_ids, timings."""
         t0 = time.perf_counter()
         prompt_ids = self.processor.prompt_ids(question, history)
-        pixels = self.processor.pixels(image)
+        # upload bytes go through the cached decoder (PNG/JPEG/DICOM); a PIL image is preprocessed as is
+        pixels = self.images(image)[1] if isinstance(image, bytes) else self.processor.pixels(image)
         t_pre = time.perf_counter()
         params = GenerationParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, top_k=top_k,
                                   seed=seed, ignore_eos=ignore_eos)

@@ -1,0 +1,48 @@
+"""Upload bytes -> (decoded-image facts, pixel_values), cached by the sha256 of the bytes.
+
+A follow-up question about the same image (a second /v1/vqa call, or the next turn of a chat that
+sends the image again) then skips decoding (PNG/JPEG/DICOM) and preprocessing as well as the vision
+graph (whose embeddings the runtime caches by pixel hash). Same bytes, same frame, same limits:
+the cached pixels are exactly what a fresh decode would give.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import threading
+from collections import OrderedDict
+from typing import Optional, Tuple
+
+import numpy as np
+
+from models.processor import Processor
+from server.image_limits import ImageLimits
+from server.images import DecodedImage, decode_image
+
+
+class ImagePreparer:
+    def __init__(self, processor: Processor, limits: Optional[ImageLimits] = None, capacity: int = 8) -> None:
+        self.processor = processor
+        self.limits = limits or ImageLimits()
+        self.capacity = capacity
+        self._items: "OrderedDict[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = OrderedDict()
+        self._lock = threading.Lock()  # the service prepares requests on several threads
+
+    def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:
+        """DecodedImage (its PIL image dropped when served from the cache) and pixel_values [1,3,S,S]."""
+        key = (hashlib.sha256(data).hexdigest(), frame)
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        decoded = decode_image(data, frame, self.limits)
+        pixels = self.processor.pixels(decoded.image)
+        pixels.flags.writeable = False  # shared across requests
+        if self.capacity:
+            with self._lock:
+                # keep the facts, not the full-size PIL image
+                self._items[key] = (dataclasses.replace(decoded, image=None), pixels)  # type: ignore[arg-type]
+                while len(self._items) > self.capacity:
+                    self._items.popitem(last=False)
+        return decoded, pixels
