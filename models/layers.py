@@ -57,6 +57,19 @@ class RMSNorm(nn.Module):
         return self.weight * h.to(dtype)
 
 
+class FeedForward(nn.Module):
+    """fc1 -> activation -> fc2 with biases: the MLP of SigLIP/CLIP encoder layers and of Phi-2."""
+
+    def __init__(self, hidden_size: int, intermediate_size: int, act: str) -> None:
+        super().__init__()
+        self.act = activation(act)
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
 # ---- rotary position embedding ------------------------------------------------------------
 
 def rope_cos_sin(position_ids: Tensor, rotary_dim: int, theta: float, dtype: torch.dtype) -> Tuple[Tensor, Tensor]:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
-from models.layers import activation, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
+from models.layers import FeedForward, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
 
 
 class PhiAttention(nn.Module):
@@ -41,22 +41,13 @@ class PhiAttention(nn.Module):
         return self.dense(out), k, v
 
 
-class PhiMLP(nn.Module):
-    def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.act = activation(cfg.hidden_act)
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class PhiDecoderLayer(nn.Module):
     def __init__(self, cfg: TextConfig) -> None:
         super().__init__()
         self.self_attn = PhiAttention(cfg)
-        self.mlp = PhiMLP(cfg)
+        self.mlp = FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
         self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,

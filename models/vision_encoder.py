@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from models.config import VisionConfig
-from models.layers import activation, attend
+from models.layers import FeedForward, attend
 
 
 class VisionAttention(nn.Module):
@@ -31,15 +31,6 @@ class VisionAttention(nn.Module):
         return self.out_proj(attend(q, k, v, None, self.scale, num_kv_heads=self.num_heads))
 
 
-class VisionMLP(nn.Module):
-    def __init__(self, cfg: VisionConfig) -> None:
-        super().__init__()
-        self.act = activation(cfg.hidden_act)
-        self.fc1 = nn.Linear(cfg.hidden_size, cfg.intermediate_size)
-        self.fc2 = nn.Linear(cfg.intermediate_size, cfg.hidden_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class VisionEncoderLayer(nn.Module):
@@ -48,7 +39,7 @@ class VisionEncoderLayer(nn.Module):
         self.layer_norm1 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
         self.self_attn = VisionAttention(cfg)
         self.layer_norm2 = nn.LayerNorm(cfg.hidden_size, eps=cfg.layer_norm_eps)
-        self.mlp = VisionMLP(cfg)
+        self.mlp = FeedForward(cfg.hidden_size, cfg.intermediate_size, cfg.hidden_act)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.self_attn(self.layer_norm1(x))
