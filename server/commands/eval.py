@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
@@ -24,7 +25,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--url", help="ask a running tinyllava-med server")
     src.add_argument("--predictions", metavar="FILE",
                      help="score an existing answer file: jsonl, one {\"question_id\", \"text\"} per line")
-    p.add_argument("--api-key", metavar="KEY", help="API key for --url")
+    p.add_argument("--api-key", metavar="KEY", default=os.environ.get("TINYLLAVA_API_KEY"),
+                   help="API key for --url (default: $TINYLLAVA_API_KEY, which keeps it out of the process list)")
     p.add_argument("--limit", type=int, metavar="N", help="only the first N questions of the split")
     p.add_argument("--concurrency", type=int, default=1, metavar="N", help="requests in flight with --url")
     p.add_argument("--out", metavar="DIR", help="write report.json, report.md, per_question.jsonl, accuracy.png "
