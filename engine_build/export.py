@@ -1,7 +1,6 @@
 """Checkpoint -> ONNX bundle (vision graph, decoder graph, embedding table, tokenizer, manifest)."""
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -71,9 +70,7 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
                   dtype: str = "float32", template: Optional[str] = None, check_gate: bool = True) -> Path:
     """Export a checkpoint (any supported layout) to a bundle directory; returns its path."""
     from engine_build.trt_gate import check_graph
-    from models.checkpoint.layouts import detect_layout
-    from models.checkpoint.reader import load_model
-    from models.checkpoint.tokenizer_files import load_tokenizer
+    from models.checkpoint.reader import model_from_checkpoint, read_checkpoint
     from models.processor import TextTokenizer
     from models.processor.templates import get_template
 
@@ -89,9 +86,10 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
 
     steps = tqdm(total=6, desc="export", unit="step", disable=None)
     steps.set_postfix_str("load checkpoint")
-    model, cfg = load_model(checkpoint, dtype=DTYPES[dtype])
+    ckpt = read_checkpoint(checkpoint, DTYPES[dtype])
+    model, cfg = model_from_checkpoint(ckpt)
+    layout = ckpt.layout
     decompose_layernorms(model)  # no LayerNormalization at any opset: TensorRT 8.5 cannot parse it
-    layout = detect_layout(json.loads((Path(checkpoint) / "config.json").read_text()))
     if template:
         cfg = cfg.replace(template=template)
     stop = get_template(cfg.template).stop_str
@@ -145,10 +143,10 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
     steps.set_postfix_str("embeddings + tokenizer")
     table = model.language_model.embed_tokens.weight.detach().cpu().numpy()
     np.save(out_dir / B.EMBEDDINGS_FILE, table)
-    backend = load_tokenizer(Path(checkpoint))
+    backend = ckpt.load_tokenizer()
     backend.save(str(out_dir / B.TOKENIZER_FILE))
     tok = TextTokenizer(backend, eos_token=stop)
-    del model
+    del model, ckpt
     steps.update()
 
     steps.set_postfix_str("TensorRT 8.5 gate")
@@ -168,7 +166,7 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
         embeddings=_spec(B.EMBEDDINGS_FILE, list(table.shape), str(table.dtype)),
         tokenizer={"file": B.TOKENIZER_FILE, "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
                    "eos_token": tok.eos_token},
-        tools={"torch": torch.__version__, "onnx": onnx.__version__, "tinyllava-med": _version()},
+        tools={"torch": torch.__version__, "onnx": onnx.__version__, "tinyllava-med": B.package_version()},
         source={"checkpoint_layout": layout, "checkpoint": Path(checkpoint).name},
     )
     B.write_manifest(out_dir, manifest)
@@ -176,11 +174,3 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
     steps.close()
     return out_dir
 
-
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("tinyllava-med")
-    except Exception:  # noqa: BLE001 - a source checkout without metadata
-        return "unknown"

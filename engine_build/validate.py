@@ -1,8 +1,8 @@
 """Bundle fidelity against a reference (a checkpoint on PyTorch, or another bundle) on the probe set.
 
-For each probe both sides generate greedily (through end-of-sequence, so every probe compares the
-same number of positions); the candidate is then run again teacher-forced on the reference's tokens,
-so top-1 agreement and logit differences are measured position by position on the same context.
+For each probe the reference generates greedily (through end-of-sequence, so every probe compares
+the same number of positions) and the candidate runs teacher-forced on the reference's tokens, so
+top-1 agreement and logit differences are measured position by position on the same context.
 """
 from __future__ import annotations
 
@@ -109,15 +109,15 @@ def validate(candidate: str, reference: str, images: Optional[Path] = None, max_
     items = list(probes(images))
     for name, image, question in tqdm(items, desc="validate", unit="probe", disable=not progress or None):
         ref_ids, ref_logits = ref.run(image, question, max_tokens)
-        cand_ids, _ = cand.run(image, question, max_tokens)
-        forced_ids, cand_logits = cand.run(image, question, max_tokens, forced=ref_ids)
+        _, cand_logits = cand.run(image, question, max_tokens, forced=ref_ids)
         n = min(len(ref_ids), len(cand_logits))
-        agree = np.argmax(cand_logits[:n], axis=-1) == np.argmax(ref_logits[:n], axis=-1)
-        diverge = next((i for i, (a, b) in enumerate(zip(ref_ids, cand_ids)) if a != b), None)
-        if diverge is None and len(ref_ids) != len(cand_ids):
-            diverge = min(len(ref_ids), len(cand_ids))
+        picks = np.argmax(cand_logits[:n], axis=-1)
+        agree = picks == np.argmax(ref_logits[:n], axis=-1)
+        # The candidate's own greedy run sees the reference's context up to its first differing pick,
+        # so the teacher-forced picks give its free-running sequence's agreement without a third run.
+        diverge = next((i for i in range(n) if int(picks[i]) != ref_ids[i]), None)
         report.probes.append(ProbeResult(
-            image=name, question_index=QUESTIONS.index(question), greedy_equal=cand_ids == ref_ids, positions=n,
+            image=name, question_index=QUESTIONS.index(question), greedy_equal=diverge is None, positions=n,
             top1_agree=int(agree.sum()),
             max_logit_diff=float(np.max(np.abs(cand_logits[:n] - ref_logits[:n]))) if n else 0.0,
             first_divergence=diverge))

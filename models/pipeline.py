@@ -7,8 +7,7 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
-from models.checkpoint.reader import load_model
-from models.checkpoint.tokenizer_files import load_tokenizer
+from models.checkpoint.reader import model_from_checkpoint, read_checkpoint
 from models.config import ModelConfig
 from models.generate import generate
 from models.processor import Processor, TextTokenizer
@@ -22,9 +21,10 @@ class TorchPipeline:
     def __init__(self, checkpoint: Union[str, Path], template: Optional[str] = None,
                  dtype: Optional[torch.dtype] = None) -> None:
         t0 = time.perf_counter()
-        self.model, self.config = load_model(checkpoint, dtype=dtype)
+        ckpt = read_checkpoint(checkpoint, dtype)
+        self.model, self.config = model_from_checkpoint(ckpt)
         self.config = self.config.replace(template=template) if template else self.config
-        self.processor = Processor(self.config, TextTokenizer(load_tokenizer(Path(checkpoint))))
+        self.processor = Processor(self.config, TextTokenizer(ckpt.load_tokenizer()))
         self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
 
     @property

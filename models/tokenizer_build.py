@@ -7,7 +7,6 @@ tokenizer.json these functions produce (models.processor.tokenizer).
 from __future__ import annotations
 
 import io
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -199,14 +198,6 @@ def _load_sp_proto(model_path: Path):  # -> sentencepiece_model_pb2.ModelProto
     return proto
 
 
-def _tokenizer_config(model_path: Path) -> Dict[str, object]:
-    cfg = model_path.parent / "tokenizer_config.json"
-    if not cfg.is_file():
-        return {}
-    with open(cfg, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def _sp_merges(pieces: List[Tuple[str, float, int]]) -> List[Tuple[str, str]]:
     """BPE merges implied by a SentencePiece BPE vocabulary.
 
@@ -247,7 +238,9 @@ def convert_sentencepiece(model_path: PathLike, legacy: Optional[bool] = None) -
                          "and this converter does not reproduce it" % path)
     if any(p.type == _SP_USER_DEFINED for p in proto.pieces):
         raise ValueError("%s has user-defined pieces; this converter supports Llama-style models only" % path)
-    tok_cfg = _tokenizer_config(path)
+    from models.checkpoint.tokenizer_files import read_json_if_present
+
+    tok_cfg = read_json_if_present(path.parent / "tokenizer_config.json")
     if legacy is None:
         legacy = tok_cfg.get("legacy") is not False
 

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from importlib.metadata import PackageNotFoundError, version
 from typing import AsyncIterator, Optional
 
 from fastapi import FastAPI
@@ -15,6 +14,7 @@ from server.api.errors import install_error_handlers
 from server.api.middleware import ServiceMiddleware
 from server.api.openapi import install_openapi
 from server.api.routes import ROUTERS
+from server.bundle import package_version
 from server.service import Service
 from server.settings import Settings
 
@@ -23,13 +23,6 @@ DESCRIPTION = (
     "multipart form or JSON; `POST /v1/chat/completions` is OpenAI's chat API with `image_url` data URLs. "
     "Errors come as `{\"error\": {\"message\", \"type\", \"code\", \"param\"}}`."
 )
-
-
-def _version() -> str:
-    try:
-        return version("tinyllava-med")
-    except PackageNotFoundError:
-        return "0.0.0"
 
 
 def create_app(settings: Optional[Settings] = None) -> FastAPI:
@@ -43,7 +36,7 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(title="TinyLLaVA-Med", version=_version(), description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="TinyLLaVA-Med", version=package_version(), description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     install_error_handlers(app)
     install_openapi(app, settings)

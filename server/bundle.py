@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -107,6 +108,14 @@ class Manifest:
             tools=dict(d.get("tools", {})), source=dict(d.get("source", {})),
             schema_version=int(d["schema_version"]), format=d["format"],
         )
+
+
+def package_version() -> str:
+    """This project's installed version ("0.0.0" in a source tree without package metadata)."""
+    try:
+        return version("tinyllava-med")
+    except PackageNotFoundError:
+        return "0.0.0"
 
 
 def sha256_file(path: Path) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
@@ -44,15 +44,9 @@ class LoadedCheckpoint:
     config: ModelConfig
     layout: str  # "llava" | "factory" | "hf"
     tensors: Dict[str, torch.Tensor]  # internal name -> tensor, exactly param_spec(config, used_only=True)
-    config_json: dict
     tokenizer_source: Optional[TokenizerSource]
     vision_tower_path: Optional[Path] = None  # the separate tower directory used, if any
     image_token_id: Optional[int] = None  # hf layout: the "<image>" id in the tokenizer
-    ignored: List[str] = field(default_factory=list)  # checkpoint names read but not used
-
-    @property
-    def tokenizer_path(self) -> Optional[Path]:
-        return self.tokenizer_source.path if self.tokenizer_source else None
 
     def load_tokenizer(self, cache_dir: Optional[Path] = None):  # -> tokenizers.Tokenizer
         """The tokenizer; a tokenizer.model is converted in memory (cached under cache_dir if given)."""
@@ -76,10 +70,10 @@ def read_checkpoint(path: Union[str, Path], dtype: Optional[torch.dtype] = None)
     sources: List[Tuple[Layout, WeightFiles]] = [(layout, main)]
     if tower_dir is not None and has_weights(tower_dir):
         sources.append((TOWER_DIR, open_weights(tower_dir)))
-    refs, ignored = _map_all(sources, cfg)
-    _check(refs, cfg, sources, layout)
+    full, used = param_spec(cfg, used_only=False), param_spec(cfg, used_only=True)
+    refs = _map_all(sources, cfg, full)
+    _check(refs, cfg, sources, layout, full, used)
 
-    used = param_spec(cfg, used_only=True)
     tensors: Dict[str, torch.Tensor] = {}
     for internal in used:
         if internal not in refs:  # tied lm_head or the layout's absent_as_zero (see _check)
@@ -93,12 +87,10 @@ def read_checkpoint(path: Union[str, Path], dtype: Optional[torch.dtype] = None)
         if internal in used:
             like = tensors["lm_head.weight"]
             tensors[internal] = torch.zeros(used[internal], dtype=like.dtype)
-    ignored += [refs[n][0].name for n in refs if n not in used]
     return LoadedCheckpoint(
-        path=root, config=cfg, layout=layout_name, tensors=tensors, config_json=cj,
+        path=root, config=cfg, layout=layout_name, tensors=tensors,
         tokenizer_source=find_tokenizer(root), vision_tower_path=tower_dir,
-        image_token_id=cj.get("image_token_index", cj.get("image_token_id")) if layout_name == "hf" else None,
-        ignored=sorted(ignored))
+        image_token_id=cj.get("image_token_index", cj.get("image_token_id")) if layout_name == "hf" else None)
 
 
 def load_model(path: Union[str, Path], dtype: Optional[torch.dtype] = None) -> Tuple[LlavaModel, ModelConfig]:
@@ -107,10 +99,13 @@ def load_model(path: Union[str, Path], dtype: Optional[torch.dtype] = None) -> T
     Built on the meta device and filled with load_state_dict(assign=True): with dtype None (or the
     stored dtype) the parameters stay memory-mapped; otherwise each is converted once.
     """
-    ckpt = read_checkpoint(path)
-    if dtype is None:
-        dtype = ckpt.tensors["lm_head.weight"].dtype
-    state = {k: (v if v.dtype == dtype else v.to(dtype)) for k, v in ckpt.tensors.items()}
+    return model_from_checkpoint(read_checkpoint(path, dtype))
+
+
+def model_from_checkpoint(ckpt: LoadedCheckpoint) -> Tuple[LlavaModel, ModelConfig]:
+    """The LlavaModel of an already read checkpoint, in the dtype its tensors have (see load_model)."""
+    dtype = ckpt.tensors["lm_head.weight"].dtype
+    state = {k: (v if v.dtype == dtype else v.to(dtype)) for k, v in ckpt.tensors.items()}  # mixed-dtype files
     model = build_model(ckpt.config, device="meta", dtype=dtype)
     model.load_state_dict(state, strict=True, assign=True)
     return model, ckpt.config
@@ -121,22 +116,20 @@ def load_model(path: Union[str, Path], dtype: Optional[torch.dtype] = None) -> T
 _Refs = Dict[str, Tuple[TensorRef, WeightFiles]]  # internal name -> (stored tensor, the files holding it)
 
 
-def _map_all(sources: List[Tuple[Layout, WeightFiles]], cfg: ModelConfig) -> Tuple[_Refs, List[str]]:
+def _map_all(sources: List[Tuple[Layout, WeightFiles]], cfg: ModelConfig,
+             full: Dict[str, Tuple[int, ...]]) -> _Refs:
     refs: _Refs = {}
-    ignored: List[str] = []
     unexpected: List[str] = []
     separate_tower = len(sources) > 1
     for layout, files in sources:
-        mapped, dropped, unmapped = map_names(files.names(), layout, cfg.connector)
-        ignored += dropped
+        mapped, _, unmapped = map_names(files.names(), layout, cfg.connector)
         unexpected += ["%s (in %s)" % (n, files.refs[n].file.name) for n in unmapped]
         shadowed = 0
         for internal, name in mapped.items():
             if separate_tower and layout is not TOWER_DIR and internal.startswith("vision_tower."):
                 # LLaVA loads the tower from mm_vision_tower, not from the checkpoint's own copy
                 # (builder.py: delay_load, then vision_tower.load_model()); that copy is only checked.
-                _check_shape(files.refs[name], internal, param_spec(cfg, used_only=False))
-                ignored.append(name)
+                _check_shape(files.refs[name], internal, full)
                 shadowed += 1
                 continue
             refs[internal] = (files.refs[name], files)
@@ -147,11 +140,11 @@ def _map_all(sources: List[Tuple[Layout, WeightFiles]], cfg: ModelConfig) -> Tup
         raise UnexpectedTensorError(
             "%d tensor(s) match no weight of a %s checkpoint: %s. The checkpoint holds modules this project does "
             "not run, or its config.json does not describe it" % (len(unexpected), sources[0][0].name, _few(unexpected)))
-    return refs, ignored
+    return refs
 
 
-def _check(refs: _Refs, cfg: ModelConfig, sources: List[Tuple[Layout, WeightFiles]], layout: Layout) -> None:
-    full = param_spec(cfg, used_only=False)
+def _check(refs: _Refs, cfg: ModelConfig, sources: List[Tuple[Layout, WeightFiles]], layout: Layout,
+           full: Dict[str, Tuple[int, ...]], used: Dict[str, Tuple[int, ...]]) -> None:
     stored_zero = [n for n in layout.absent_as_zero if n in refs]
     if stored_zero:
         raise UnexpectedTensorError(
@@ -166,7 +159,6 @@ def _check(refs: _Refs, cfg: ModelConfig, sources: List[Tuple[Layout, WeightFile
             % (len(extra), _few(["%s (internal %s)" % (refs[n][0].name, n) for n in extra])))
     for internal, (ref, _) in refs.items():
         _check_shape(ref, internal, full)
-    used = param_spec(cfg, used_only=True)
     missing = [n for n in used if n not in refs and n not in layout.absent_as_zero]
     if cfg.text.tie_word_embeddings and missing == ["lm_head.weight"]:
         missing = []  # tied: lm_head is the embedding table

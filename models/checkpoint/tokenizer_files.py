@@ -99,13 +99,13 @@ def _added_tokens(directory: Path) -> List[Tuple[str, bool, bool]]:
     """(content, special, normalized) in id order: tokenizer_config's added_tokens_decoder,
     added_tokens.json and the named special tokens (bos/eos/unk/pad)."""
     found: Dict[str, Tuple[int, bool, bool]] = {}
-    cfg = _read_json(directory / "tokenizer_config.json")
+    cfg = read_json_if_present(directory / "tokenizer_config.json")
     for tid, entry in (cfg.get("added_tokens_decoder") or {}).items():
         special = bool(entry.get("special", False))
         found[entry["content"]] = (int(tid), special, bool(entry.get("normalized", not special)))
-    for content, tid in _read_json(directory / "added_tokens.json").items():
+    for content, tid in read_json_if_present(directory / "added_tokens.json").items():
         found.setdefault(content, (int(tid), False, True))  # transformers' default for a plain added token
-    specials = {**_read_json(directory / "special_tokens_map.json"), **cfg}
+    specials = {**read_json_if_present(directory / "special_tokens_map.json"), **cfg}
     for key in ("bos_token", "eos_token", "unk_token", "pad_token"):
         value = specials.get(key)
         content = value.get("content") if isinstance(value, dict) else value
@@ -116,7 +116,8 @@ def _added_tokens(directory: Path) -> List[Tuple[str, bool, bool]]:
     return [(content, special, normalized) for content, (_, special, normalized) in ordered]
 
 
-def _read_json(path: Path) -> dict:
+def read_json_if_present(path: Path) -> dict:
+    """A JSON file's object, or {} when the file does not exist (tokenizer side files are optional)."""
     if not path.is_file():
         return {}
     with open(path, encoding="utf-8") as f:
