@@ -53,7 +53,7 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
-def _read_candidates(path: str) -> List[object]:
+def _read_candidates(path: str) -> Sequence[str]:
     from server.eval.errors import EvalError
 
     try:
@@ -64,7 +64,9 @@ def _read_candidates(path: str) -> List[object]:
     values = data.get("0") if isinstance(data, dict) else data
     if not isinstance(values, list) or not values:
         raise EvalError("%s: expected {\"0\": [answers]} or a non-empty list of answers" % path)
-    return values
+    from server.eval.metrics import normalize_candidates
+
+    return normalize_candidates(values)  # once for the whole run
 
 
 def _compare(paths: List[str]) -> int:

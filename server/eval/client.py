@@ -25,18 +25,15 @@ _FATAL_STATUSES = {401: "the API key was refused: pass the server's key with --a
                    405: "no /v1/vqa endpoint there: is --url the base address of a tinyllava-med server?"}
 # 503 = loading or queue full; 429 = rate limited. Both say "come back later", usually with Retry-After.
 _RETRY_STATUSES = (429, 503)
+_MIME = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom"}
 
 
 def image_mime(data: bytes) -> str:
-    """The media type of an image file from its first bytes (the service sniffs the bytes too; the data URL
-    type is informative)."""
-    if data[:3] == b"\xff\xd8\xff":
-        return "image/jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "image/png"
-    if data[128:132] == b"DICM":
-        return "application/dicom"
-    return "application/octet-stream"
+    """The media type of an image file from its first bytes, sniffed as the service does (server.images);
+    the data URL type is informative."""
+    from server.images import sniff_format
+
+    return _MIME.get(sniff_format(data) or "", "application/octet-stream")
 
 
 def data_url(data: bytes) -> str:

@@ -21,7 +21,6 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Unio
 from server.eval.errors import DatasetError
 
 DATASETS = ("vqa-rad", "slake", "pathvqa", "llava-med")
-ANSWER_TYPES = ("closed", "open")
 
 # Spellings of the answer type seen in the data sets and LLaVA-Med's files (PathVQA's script uses the last
 # three; see /work/shared/reference/medvqa_eval_and_test_data.md).

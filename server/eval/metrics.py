@@ -55,8 +55,13 @@ def closed_scores(prediction: object, ground_truth: object) -> Dict[str, float]:
 def token_prf(prediction: object, ground_truth: object) -> Tuple[float, float, float]:
     """(precision, recall, f1) of normalised tokens, counted as LLaVA-Med's calculate_f1score does;
     all three are 0 when either side is empty or no token is shared."""
-    pred = Counter(normalize_answer(prediction).split())
-    gt = Counter(normalize_answer(ground_truth).split())
+    return _token_prf(normalize_answer(prediction), normalize_answer(ground_truth))
+
+
+def _token_prf(pred_norm: str, gt_norm: str) -> Tuple[float, float, float]:
+    # Works on already-normalised strings: normalising twice is not idempotent (the 32-period cap).
+    pred = Counter(pred_norm.split())
+    gt = Counter(gt_norm.split())
     if not pred or not gt:
         return 0.0, 0.0, 0.0
     tp = sum(c for w, c in pred.items() if w in gt)
@@ -69,14 +74,31 @@ def token_prf(prediction: object, ground_truth: object) -> Tuple[float, float, f
     return precision, recall, 2 * precision * recall / (precision + recall)
 
 
+class CandidateSet(tuple):
+    """Candidate answers normalised once (a tuple of normalised strings), for scoring many questions."""
+
+    __slots__ = ()
+
+
+def normalize_candidates(candidates: Sequence[object]) -> CandidateSet:
+    """The candidates normalised, in order; a CandidateSet is returned as it is (never normalised twice)."""
+    if isinstance(candidates, CandidateSet):
+        return candidates
+    return CandidateSet(normalize_answer(c) for c in candidates)
+
+
 def choose_candidate(prediction: object, candidates: Sequence[object]) -> Optional[str]:
     """The normalised candidate whose distinct words the prediction covers best (first one on ties), as
     run_eval.py's calculate_appearance_with_normalization picks it; None without candidates."""
-    pred_words = set(normalize_answer(prediction).split())
+    return _choose_candidate(normalize_answer(prediction), normalize_candidates(candidates))
+
+
+def _choose_candidate(pred_norm: str, candidates: CandidateSet) -> Optional[str]:
+    # Both sides already normalised (see _token_prf).
+    pred_words = set(pred_norm.split())
     best: Optional[str] = None
     best_score = -1.0
-    for cand in candidates:
-        norm = normalize_answer(cand)
+    for norm in candidates:
         words = set(norm.split())
         score = len(pred_words & words) / len(words) if words else 0.0
         if score > best_score:
@@ -87,10 +109,11 @@ def choose_candidate(prediction: object, candidates: Sequence[object]) -> Option
 def open_scores(prediction: object, ground_truth: object,
                 candidates: Optional[Sequence[object]] = None) -> Dict[str, float]:
     """Scores of one open-question answer: each of OPEN_METRICS (fractions in 0..1), plus
-    `candidate_accuracy` when candidates are given."""
+    `candidate_accuracy` when candidates are given (raw, or a CandidateSet from normalize_candidates to
+    normalise them once for many questions)."""
     pred = normalize_answer(prediction)
     gt = normalize_answer(ground_truth)
-    precision, recall, f1 = token_prf(pred, gt)
+    precision, recall, f1 = _token_prf(pred, gt)
     pred_tokens = pred.split()
     found = sum(1 for w in set(gt.split()) if w in pred_tokens)
     scores = {
@@ -102,7 +125,7 @@ def open_scores(prediction: object, ground_truth: object,
         "substring": float(gt in pred),
     }
     if candidates:
-        scores["candidate_accuracy"] = float(choose_candidate(pred, candidates) == gt)
+        scores["candidate_accuracy"] = float(_choose_candidate(pred, normalize_candidates(candidates)) == gt)
     return scores
 
 

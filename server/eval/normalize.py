@@ -77,7 +77,3 @@ def normalize_answer(text: object) -> str:
             words.append(_CONTRACTIONS.get(word, word))
     return " ".join(words).replace(",", "")
 
-
-def answer_tokens(text: object) -> List[str]:
-    """The normalised answer split into tokens (whitespace)."""
-    return normalize_answer(text).split()

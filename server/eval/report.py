@@ -153,7 +153,7 @@ def write_chart(report: Dict[str, Any], path: PathLike) -> Optional[Path]:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        log.info("matplotlib is not installed; skipping the accuracy chart (pip install matplotlib)")
+        log.warning("matplotlib is not installed; skipping the accuracy chart (pip install matplotlib)")
         return None
     dims = [(d, cats) for d, cats in report.get("breakdown", {}).items() if cats]
     if not dims:

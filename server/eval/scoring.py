@@ -17,7 +17,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from server.eval.datasets import EvalItem
 from server.eval.errors import PredictionsError
-from server.eval.metrics import CLOSED_METRICS, OPEN_METRICS, closed_scores, mean_scores, open_scores
+from server.eval.metrics import (CLOSED_METRICS, OPEN_METRICS, closed_scores, mean_scores, normalize_candidates,
+                                 open_scores)
 from server.eval.predictions import Prediction
 
 SCHEMA_VERSION = 1
@@ -41,6 +42,8 @@ def score_rows(items: Sequence[EvalItem], predictions: Iterable[Prediction], *,
     if missing and not allow_missing:
         raise PredictionsError("%d of %d questions have no answer (e.g. %s); finish the run or score the partial "
                                "file with --allow-missing" % (len(missing), len(items), missing[0]))
+    # Normalised once here, not once per question (a CandidateSet passes through unchanged).
+    prepared = normalize_candidates(candidates) if candidates else None
     rows = []
     for item in items:
         pred = by_id.get(item.qid)
@@ -49,7 +52,7 @@ def score_rows(items: Sequence[EvalItem], predictions: Iterable[Prediction], *,
         if item.answer_type == "closed":
             scores = closed_scores(pred.text, item.answer)
         else:
-            scores = open_scores(pred.text, item.answer, candidates)
+            scores = open_scores(pred.text, item.answer, prepared)
         rows.append({
             "qid": item.qid, "answer_type": item.answer_type, "question_type": item.question_type,
             "content_type": item.content_type, "modality": item.modality, "question": item.question,

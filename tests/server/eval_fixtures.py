@@ -1,8 +1,7 @@
 """Tiny test sets written at test time in each official layout (never the real data sets).
 
-Images come from a DICOM that ships in the pydicom wheel (CT_small.dcm, converted to JPEG with Pillow). The
-Python 3.8 run has no pydicom (not a runtime dependency); there the image is Pillow's built-in gradient,
-which is enough because the loaders only check that image files exist.
+Images come from a DICOM that ships in the pydicom wheel (CT_small.dcm, converted to JPEG with Pillow);
+pydicom is a runtime dependency, so every run has it.
 """
 from __future__ import annotations
 
@@ -16,12 +15,10 @@ from PIL import Image
 
 def wheel_image() -> Image.Image:
     """An 8-bit greyscale image: pydicom's CT_small.dcm (128x128 CT) windowed to its full range."""
-    try:
-        import numpy as np
-        import pydicom
-        from pydicom.data import get_testdata_file
-    except ImportError:
-        return Image.linear_gradient("L")
+    import numpy as np
+    import pydicom
+    from pydicom.data import get_testdata_file
+
     ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     px = ds.pixel_array.astype(np.float64)
     px = (px - px.min()) / max(float(px.max() - px.min()), 1.0) * 255.0

@@ -62,10 +62,8 @@ def test_sampling_uses_seed_plus_position(tiny_bundle, pipeline, vqarad, tmp_pat
 def test_url_and_bundle_give_identical_answers_and_scores(tiny_bundle, vqarad, tmp_path):
     """The real service (`tinyllava-med serve` in a child process) on the same bundle: what --url records must be
     what --bundle records, question by question, and so must every score; greedy, and sampled with a seed."""
-    try:
-        from tests.server.service_process import ServerProcess
-    except ImportError as e:  # the service and its test helpers need fastapi, uvicorn, httpx
-        pytest.skip("the service cannot start here: %s" % e)
+    from tests.server.service_process import ServerProcess
+
     runs = {"greedy": [], "sampled": ["--temperature", "0.7", "--seed", "3"]}
     # No queue: with 4 requests in flight the service refuses some (503 + Retry-After) and the client retries.
     server = ServerProcess(tmp_path, env={"TINYLLAVA_MAX_QUEUE": "0"}, bundle=Path(tiny_bundle))

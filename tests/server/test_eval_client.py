@@ -55,9 +55,13 @@ def test_cli_scores_the_service_answers(vqarad, tmp_path):
     assert {r["body"]["max_tokens"] for r in svc.requests} == {32}
     assert {r["body"]["temperature"] for r in svc.requests} == {0}
     report = json.loads((out / "report.json").read_text(encoding="utf-8"))
-    # closed: "No, it is not." contains "no" (gt no) -> right; "left" vs gt "left" -> right: 2/2.
-    assert report["closed"]["n"] == 2 and report["closed"]["llava_med_gated"] is not None
+    # closed: "No, it is not." -> "no it is not" (gt no): gate ("no" in it) and substring hold, first yes/no
+    # word is "no" -> 1 on all three. "left" vs gt "left": substring 1, strict 1 (whole word), but gated 0
+    # (neither "yes" nor "no" occurs in "left"). So gated 1/2, substring 2/2, strict 2/2.
+    assert report["closed"]["n"] == 2
+    assert report["closed"]["llava_med_gated"] == 0.5
     assert report["closed"]["substring"] == 1.0
+    assert report["closed"]["strict"] == 1.0
     # open recall: "two nodules" -> {2, nodules} covers gt {2}: 1; "right lung" covers 1 of {left, lung}: 0.5.
     assert report["open"]["recall"] == pytest.approx(0.75)
     assert report["meta"]["source"] == "url" and report["meta"]["errors"] == 0

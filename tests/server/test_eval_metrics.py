@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from server.eval.metrics import choose_candidate, closed_scores, mean_scores, open_scores, token_prf
-from server.eval.normalize import answer_tokens, normalize_answer
+from server.eval.normalize import normalize_answer
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -34,11 +34,6 @@ from server.eval.normalize import answer_tokens, normalize_answer
 ])
 def test_normalize_answer(raw, expected):
     assert normalize_answer(raw) == expected
-
-
-def test_answer_tokens_split_on_whitespace():
-    # "the" dropped, "-" -> " " (no adjacent space), "." removed: left / upper / lobe
-    assert answer_tokens("The left-upper lobe.") == ["left", "upper", "lobe"]
 
 
 # (ground truth, prediction, llava_med_gated, substring, strict)
@@ -117,6 +112,23 @@ def test_open_scores_empty_prediction():
     s = open_scores("", "liver")
     assert s == {"recall": 0.0, "precision": 0.0, "f1": 0.0, "exact_match": 0.0,
                  "llava_med_exact_match": 0.0, "substring": 0.0}
+
+
+def test_open_scores_normalise_once():
+    # LLaVA-Med's run_eval.py normalises each side once, then scores the normalised strings. normalize_answer
+    # deletes at most 32 periods (re.UNICODE passed as `count`): '.' * 40 + 'liver' -> '.' * 8 + 'liver', one
+    # token that is not 'liver'. So no shared token: precision = recall = f1 = 0, exact match 0, the reference's
+    # exact match 0/1 = 0; but 'liver' is a substring of '........liver': substring 1. A second normalisation
+    # would strip the 8 periods left and wrongly score 1 everywhere.
+    pred = "." * 40 + "liver"
+    assert normalize_answer(pred) == "." * 8 + "liver"
+    assert open_scores(pred, "liver") == {"recall": 0.0, "precision": 0.0, "f1": 0.0, "exact_match": 0.0,
+                                          "llava_med_exact_match": 0.0, "substring": 1.0}
+    # Candidate matching: the prediction's one token covers no word of "liver"; "........liver" does not
+    # reach the candidates normalised once either, so the first candidate wins at 0 and the answer is wrong.
+    cands = ["kidney", "liver"]
+    assert choose_candidate(pred, cands) == "kidney"
+    assert open_scores(pred, "liver", cands)["candidate_accuracy"] == 0.0
 
 
 def test_candidate_accuracy():
