@@ -30,13 +30,14 @@ class ImagePreparer:
 
     def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:
         """DecodedImage (its PIL image dropped when served from the cache) and pixel_values [1,3,S,S]."""
-        key = (hashlib.sha256(data).hexdigest(), frame)
+        digest = hashlib.sha256(data).hexdigest()
+        key = (digest, frame)
         with self._lock:
             hit = self._items.get(key)
             if hit is not None:
                 self._items.move_to_end(key)
                 return hit
-        decoded = decode_image(data, frame, self.limits)
+        decoded = decode_image(data, frame, self.limits, digest=digest)
         pixels = self.processor.pixels(decoded.image)
         pixels.flags.writeable = False  # shared across requests
         if self.capacity:

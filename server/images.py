@@ -68,9 +68,12 @@ def sniff_format(data: bytes) -> Optional[str]:
 
 
 def decode_image(
-    data: Union[bytes, bytearray, memoryview], frame: Optional[int] = None, limits: ImageLimits = DEFAULT_LIMITS
+    data: Union[bytes, bytearray, memoryview], frame: Optional[int] = None, limits: ImageLimits = DEFAULT_LIMITS,
+    digest: Optional[str] = None,
 ) -> DecodedImage:
-    """Decode an upload to RGB. `frame` (0-based) picks a DICOM frame; default the middle one."""
+    """Decode an upload to RGB. `frame` (0-based) picks a DICOM frame; default the middle one.
+
+    `digest` is the sha256 hex of `data` when the caller already has it (else it is computed here)."""
     data = bytes(data)
     if not data:
         raise ImageInputError("image_invalid", "the upload is empty: attach a PNG, JPEG or DICOM file")
@@ -88,7 +91,8 @@ def decode_image(
             "export the image in one of these formats",
             status=415,
         )
-    digest = hashlib.sha256(data).hexdigest()
+    if digest is None:
+        digest = hashlib.sha256(data).hexdigest()
     lower_pillow_pixel_cap(limits.max_pixels)
     if kind == "dicom":
         dicom = decode_dicom(data, frame, limits)

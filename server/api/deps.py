@@ -58,6 +58,13 @@ def require_api_key(request: Request, service: ServiceDep, bearer: BearerDep, he
     note(request, key_id=key_id(key))
 
 
+def require_served_model(service: Service, model: Optional[str]) -> None:
+    """404 model_not_found unless `model` is None (not given) or the id this server serves."""
+    if model is not None and model != service.model_id:
+        raise APIError(404, "model %r is not served here; this server serves %r (GET /v1/models)"
+                       % (model[:100], service.model_id), "model_not_found", param="model")
+
+
 def require_ready(service: ServiceDep) -> Service:
     """The service once its model is loaded and warm; 503 + Retry-After before that."""
     if not service.ready or service.admission is None or service.pipeline is None:

@@ -26,13 +26,13 @@ from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
 from server.images import DecodedImage
 from server.runtime.errors import RequestError
 from server.runtime.request import GenerationParams
-from server.runtime.results import GenerationResult
+from server.runtime.results import GenerationResult, ms
 from server.service import Service
 
-_WATCH_INTERVAL_S = 0.2
+_WATCH_INTERVAL_S = 0.2  # how often a waiting request checks for a disconnect or its deadline
 # Every stop string is matched after every token: bound the work one request can ask for.
 _MAX_STOPS = 16
-_MAX_STOP_CHARS = 256  # how often a waiting request checks for a disconnect or its deadline
+_MAX_STOP_CHARS = 256
 
 
 @dataclass
@@ -117,7 +117,7 @@ def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversa
         ids = processor.tokenizer.encode_with_image(template.prompt(conv.question, conv.history), IMAGE_TOKEN_INDEX)
     # Checks the prompt against the engine now (ContextLengthError -> 400); the stream is never run.
     pipeline.runtime.generator.stream(ids, pixels, GenerationParams(max_tokens=0))
-    return Prepared(ids, pixels, image, round((time.perf_counter() - t0) * 1000.0, 3))
+    return Prepared(ids, pixels, image, ms(time.perf_counter() - t0))
 
 
 def submit(service: Service, request: Request, ticket: Ticket, prepared: Prepared, params: GenerationParams,
@@ -192,7 +192,7 @@ def timings(result: GenerationResult, job: Job, prepared: Prepared) -> Dict[str,
     out = result.timings.to_dict()
     out["preprocess_ms"] = prepared.preprocess_ms
     started = job.t_started if job.t_started is not None else job.ticket.t_admitted
-    out["queue_ms"] = round((started - job.ticket.t_admitted) * 1000.0, 3)
+    out["queue_ms"] = ms(started - job.ticket.t_admitted)
     return out
 
 

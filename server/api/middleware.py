@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import UNAVAILABLE, error_body
 from server.json_logs import ACCESS_LOGGER
+from server.runtime.results import ms
 from server.service import Service
 
 access_log = logging.getLogger(ACCESS_LOGGER)
@@ -99,7 +100,7 @@ class ServiceMiddleware:
             line = {
                 "request_id": rid, "method": scope["method"], "route": route,
                 "status": sizes["status"], "bytes_in": sizes["in"], "bytes_out": sizes["out"],
-                "duration_ms": round((time.perf_counter() - t0) * 1000.0, 3),
+                "duration_ms": ms(time.perf_counter() - t0),
             }
             line.update(fields)
             access_log.log(logging.DEBUG if health else logging.INFO, "request", extra=line)

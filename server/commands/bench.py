@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional
 
 from models.config import IMAGE_TOKEN_INDEX
 from server.bench_io import QUESTIONS, BenchError
+from server.runtime.prompt import common_prefix
 
 SAMPLE_IMAGE = Path(__file__).resolve().parents[2] / "models" / "assets" / "sample_ct.png"
 _ROOT = Path(__file__).resolve().parents[2]  # holds the models/, server/ and engine_build/ packages
@@ -143,7 +144,7 @@ def build_report(systems: Dict[str, Dict[str, Any]], ids: Dict[str, List[int]], 
     }
     if "transformers" in systems:
         ours, theirs = systems["ours"]["output_ids"]["first"], systems["transformers"]["output_ids"]["first"]
-        report["matching_prefix_tokens"] = _common_prefix(ours, theirs)
+        report["matching_prefix_tokens"] = common_prefix(ours, theirs)
     report["goals"] = goals(report["ratios"])
     return report
 
@@ -179,13 +180,6 @@ def goals(r: Dict[str, Optional[float]]) -> Dict[str, Dict[str, Any]]:
 
 def _div(a: float, b: float) -> Optional[float]:
     return float("%.4g" % (a / b)) if b else None  # 4 significant digits: tiny models give ratios ~0.002
-
-
-def _common_prefix(a: List[int], b: List[int]) -> int:
-    n = 0
-    while n < min(len(a), len(b)) and a[n] == b[n]:
-        n += 1
-    return n
 
 
 def format_report(rep: Dict[str, Any]) -> str:

@@ -63,28 +63,8 @@ class Engine(abc.ABC):
         return self.dims.dtype
 
     @property
-    def num_layers(self) -> int:
-        return self.dims.num_layers
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.dims.num_kv_heads
-
-    @property
-    def head_dim(self) -> int:
-        return self.dims.head_dim
-
-    @property
     def max_context(self) -> int:
         return self.dims.max_context
-
-    @property
-    def vocab_size(self) -> int:
-        return self.dims.vocab_size
-
-    @property
-    def hidden_size(self) -> int:
-        return self.dims.hidden_size
 
     @property
     def num_image_tokens(self) -> int:

@@ -24,15 +24,11 @@ from server.runtime.image_cache import ImageEmbeddingCache, pixel_hash
 from server.runtime.kv_cache import KVCache
 from server.runtime.prompt import ImagesArg, PromptLayout, common_prefix, layout_prompt, split_images
 from server.runtime.request import GenerationParams
-from server.runtime.results import GenerationResult, StreamDelta, Timings
+from server.runtime.results import GenerationResult, StreamDelta, Timings, ms
 from server.runtime.sampling import Sampler
 from server.runtime.stop import StopStrings
 
 log = logging.getLogger(__name__)
-
-
-def _ms(seconds: float) -> float:
-    return round(seconds * 1000.0, 3)
 
 
 class GenerationStream:
@@ -112,13 +108,6 @@ class Generator:
             pass
         return stream.result
 
-    def encode_image(self, pixel_values: np.ndarray) -> np.ndarray:
-        """image_embeds [1, N, H] for one image, through the embedding cache."""
-        images = split_images(pixel_values)
-        if len(images) != 1:
-            raise RequestError("encode_image takes one image, got %d" % len(images))
-        return self._image_embeds(images[0], pixel_hash(images[0]), Timings())
-
     def reset(self) -> None:
         """Forget the cached prefix (the next request prefills everything)."""
         self.cache.reset()
@@ -168,8 +157,8 @@ class Generator:
         forced = params.forced_tokens
         token = forced[0] if forced else sampler(logits)
         t_first = time.perf_counter()
-        timings.prefill_ms = _ms(t_first - t_prefill)
-        timings.ttft_ms = _ms(t_first - t_start)
+        timings.prefill_ms = ms(t_first - t_prefill)
+        timings.ttft_ms = ms(t_first - t_start)
 
         answer = AnswerText(self.tokenizer, stops, self._byte_ids)
         output: List[int] = []
@@ -207,9 +196,9 @@ class Generator:
         steps = generated - 1  # decoder calls after the first token
         decode_s = t_end - t_first - paused
         timings.completion_tokens = generated
-        timings.decode_ms = _ms(decode_s)
+        timings.decode_ms = ms(decode_s)
         timings.decode_tokens_per_s = round(steps / decode_s, 3) if steps > 0 and decode_s > 0 else 0.0
-        timings.total_ms = _ms(t_end - t_start)
+        timings.total_ms = ms(t_end - t_start)
         stream._result = GenerationResult(
             output_ids=output, text=answer.text, finish_reason=finish, timings=timings, stop=stop_hit,
             logits=np.stack(rows) if params.return_logits else None)
@@ -229,7 +218,7 @@ class Generator:
         dims = self.engine.dims
         t0 = time.perf_counter()
         embeds = self.engine.encode_image(pixel_values)
-        timings.image_encode_ms = round(timings.image_encode_ms + _ms(time.perf_counter() - t0), 3)
+        timings.image_encode_ms = round(timings.image_encode_ms + ms(time.perf_counter() - t0), 3)
         timings.images_encoded += 1
         if embeds.shape != (1, dims.num_image_tokens, dims.hidden_size):
             raise EngineError("the vision graph returned %s, expected (1, %d, %d): the bundle is inconsistent"

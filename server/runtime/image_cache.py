@@ -31,12 +31,6 @@ class ImageEmbeddingCache:
         self.capacity = capacity
         self._items: "OrderedDict[str, np.ndarray]" = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._items
-
     def get(self, key: str) -> Optional[np.ndarray]:
         value = self._items.get(key)
         if value is not None:

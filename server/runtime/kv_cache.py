@@ -43,10 +43,6 @@ class KVCache:
     def remaining(self) -> int:
         return self.capacity - self._length
 
-    @property
-    def nbytes(self) -> int:
-        return self.key.nbytes + self.value.nbytes + self.mask.nbytes
-
     def write(self, start: int, new_key: np.ndarray, new_value: np.ndarray) -> None:
         """Store S new tokens' K/V [L, 1, KVH, S, D] at positions start .. start+S-1.
 

@@ -12,6 +12,7 @@ from server.image_limits import ImageLimits
 from server.image_prep import ImagePreparer
 from server.runtime.loader import Runtime, load_runtime
 from server.runtime.request import GenerationParams
+from server.runtime.results import ms
 
 
 class BundlePipeline:
@@ -26,7 +27,7 @@ class BundlePipeline:
         tokenizer = TextTokenizer(self.runtime.tokenizer, eos_token=get_template(name).stop_str)
         self.processor = Processor(manifest.model, tokenizer, template=name)
         self.images = ImagePreparer(self.processor, image_limits)
-        self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
+        self.load_ms = ms(time.perf_counter() - t0)
 
     def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None,
@@ -41,7 +42,7 @@ class BundlePipeline:
                                   seed=seed, ignore_eos=ignore_eos)
         result = self.runtime.generator.generate(prompt_ids, pixels, params)
         timings = result.timings.to_dict()
-        timings["preprocess_ms"] = round((t_pre - t0) * 1000.0, 3)
+        timings["preprocess_ms"] = ms(t_pre - t0)
         timings["load_ms"] = self.load_ms
         return {
             "answer": result.text.strip(),

@@ -7,6 +7,11 @@ from typing import Any, Dict, List, Optional, Union
 import numpy as np
 
 
+def ms(seconds: float) -> float:
+    """Seconds as milliseconds, rounded to the microsecond (how every timing is reported)."""
+    return round(seconds * 1000.0, 3)
+
+
 @dataclass
 class Timings:
     image_encode_ms: float = 0.0  # vision graph time; 0 when every image came from cache or reuse

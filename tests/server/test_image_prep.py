@@ -1,6 +1,7 @@
 """The upload cache: a repeated upload skips decoding and preprocessing and yields the same pixels."""
 from __future__ import annotations
 
+import hashlib
 import io
 from pathlib import Path
 
@@ -23,9 +24,10 @@ def preparer(monkeypatch: pytest.MonkeyPatch):
     calls = []
     real = image_prep.decode_image
 
-    def counting(data, frame, limits):
+    def counting(data, frame, limits, digest=None):
         calls.append(frame)
-        return real(data, frame, limits)
+        assert digest == hashlib.sha256(data).hexdigest()  # the preparer's key, not hashed twice
+        return real(data, frame, limits, digest=digest)
 
     monkeypatch.setattr(image_prep, "decode_image", counting)
     processor = Processor(preset("tiny"), DEFAULT_BUNDLE / "tokenizer.json")

@@ -11,7 +11,7 @@ from server.admission import Job
 from server.api import generation as gen
 from server.api import sse
 from server.api.conversation import parse_messages
-from server.api.deps import AuthDep, ReadyService
+from server.api.deps import AuthDep, ReadyService, require_served_model
 from server.api.errors import APIError, error_body, error_responses, note
 from server.api.image_input import image_bytes
 from server.api.openapi import sse_content
@@ -30,9 +30,7 @@ router = APIRouter(tags=["chat"], dependencies=[AuthDep])
                **error_responses([400, 401, 404, 413, 415, 422, 503, 504])},
 )
 async def chat_completions(body: ChatCompletionRequest, request: Request, service: ReadyService) -> Response:
-    if body.model is not None and body.model != service.model_id:
-        raise APIError(404, "model %r is not served here; this server serves %r (GET /v1/models)"
-                       % (body.model[:100], service.model_id), "model_not_found", param="model")
+    require_served_model(service, body.model)
     chat = parse_messages(body.messages, service.settings.max_messages)
     gen.check_text(service, chat.conversation)
     max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens

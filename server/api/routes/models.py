@@ -7,8 +7,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from typing_extensions import Literal
 
-from server.api.deps import AuthDep, ServiceDep
-from server.api.errors import APIError, error_responses
+from server.api.deps import AuthDep, ServiceDep, require_served_model
+from server.api.errors import error_responses
 from server.service import Service
 
 router = APIRouter(tags=["models"], dependencies=[AuthDep])
@@ -44,7 +44,5 @@ async def list_models(service: ServiceDep) -> ModelList:
 @router.get("/v1/models/{model:path}", response_model=ModelCard, responses=error_responses([401, 404]),
             summary="One model by id")
 async def get_model(model: str, service: ServiceDep) -> ModelCard:
-    if model != service.model_id:
-        raise APIError(404, "model %r is not served here; this server serves %r" % (model[:100], service.model_id),
-                       "model_not_found", param="model")
+    require_served_model(service, model)
     return _card(service)

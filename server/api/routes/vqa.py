@@ -13,7 +13,7 @@ from starlette.datastructures import UploadFile
 from server.admission import Job
 from server.api import generation as gen
 from server.api import sse
-from server.api.deps import AuthDep, ReadyService
+from server.api.deps import AuthDep, ReadyService, require_served_model
 from server.api.errors import APIError, error_body, error_responses, note
 from server.api.image_input import image_bytes
 from server.api.openapi import sse_content
@@ -37,9 +37,7 @@ _FORM_MAX_FIELDS = 32  # the options are about a dozen; anything past this is no
 )
 async def vqa(request: Request, service: ReadyService) -> Response:
     options, data = await _read(request, service)
-    if options.model is not None and options.model != service.model_id:
-        raise APIError(404, "model %r is not served here; this server serves %r (GET /v1/models)"
-                       % (options.model[:100], service.model_id), "model_not_found", param="model")
+    require_served_model(service, options.model)
     conv = gen.Conversation(options.question)
     gen.check_text(service, conv)
     params = gen.generation_params(service, options.max_tokens, options.temperature, options.top_p,
