@@ -17,8 +17,14 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from server.eval.datasets import EvalItem
 from server.eval.errors import PredictionsError
-from server.eval.metrics import (CLOSED_METRICS, OPEN_METRICS, closed_scores, mean_scores, normalize_candidates,
-                                 open_scores)
+from server.eval.metrics import (
+    CLOSED_METRICS,
+    OPEN_METRICS,
+    closed_scores,
+    mean_scores,
+    normalize_candidates,
+    open_scores,
+)
 from server.eval.predictions import Prediction
 
 SCHEMA_VERSION = 1

@@ -19,10 +19,10 @@ import numpy as np
 from server.runtime.answer_text import AnswerText
 from server.runtime.detokenizer import Decoder, byte_fallback_ids
 from server.runtime.engine import Engine
-from server.runtime.errors import EngineError, GeneratorBusyError, RequestError
-from server.runtime.image_cache import ImageEmbeddingCache, pixel_hash
+from server.runtime.errors import EngineError, GeneratorBusyError
+from server.runtime.image_cache import ImageEmbeddingCache
 from server.runtime.kv_cache import KVCache
-from server.runtime.prompt import ImagesArg, PromptLayout, common_prefix, layout_prompt, split_images
+from server.runtime.prompt import ImagesArg, PromptLayout, common_prefix, layout_prompt
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult, StreamDelta, Timings, ms
 from server.runtime.sampling import Sampler
