@@ -86,7 +86,7 @@ def rope_cos_sin(position_ids: Tensor, rotary_dim: int, theta: float, dtype: tor
 
 
 def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
+    half = int(x.shape[-1]) // 2  # a Python int: constant Slice bounds in the exported graph
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
@@ -98,54 +98,78 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, rotary_dim: int, head_dim: i
     return torch.cat((x_rot * cos + _rotate_half(x_rot) * sin, x_pass), dim=-1)
 
 
-# ---- masks and attention --------------------------------------------------------------------
+# ---- heads, masks and attention --------------------------------------------------------------
 
-def causal_padding_mask(attention_mask: Tensor, query_len: int) -> Tensor:
-    """Boolean mask [B, 1, S, P+S]: query i (cache slot P+i) may see key j iff j <= P+i and key j is not padding.
+def split_heads(x: Tensor, num_heads: int, head_dim: int) -> Tensor:
+    """[B, S, num_heads * head_dim] -> [B, num_heads, S, head_dim].
+
+    The batch size is taken as a Python int and the sequence axis as -1, so the exported Reshape
+    has a constant target shape (the bundle's graphs have batch 1) instead of a Shape / Gather /
+    Unsqueeze / Concat chain per projection: on the tiny model those chains were a third of the
+    decoder's ONNX Runtime nodes, and every node is fixed cost on each call.
+    """
+    return x.reshape(int(x.shape[0]), -1, num_heads, head_dim).transpose(1, 2)
+
+
+def causal_padding_mask(attention_mask: Tensor, query_len: int, groups: int = 1) -> Tensor:
+    """Boolean mask [B, 1, groups * S, P+S]: query i (cache slot P+i) may see key j iff j <= P+i
+    and key j is not padding; repeated `groups` times along the query axis for `attend`'s grouped
+    queries (row g * S + i is query i of group g).
 
     attention_mask is [B, P+S] with 1 = attend, 0 = pad. P is derived from the shapes, so the
-    same graph serves prefill (P = 0) and decode.
+    same graph serves prefill (P = 0) and decode. Built once per forward, shared by every layer.
     """
     total = attention_mask.shape[-1]
     key_pos = torch.arange(total, device=attention_mask.device)
     query_pos = torch.arange(query_len, device=attention_mask.device) + (total - query_len)
     causal = key_pos[None, :] <= query_pos[:, None]  # [S, P+S]
-    return causal[None, None] & (attention_mask[:, None, None, :] != 0)
+    allowed = causal[None, None] & (attention_mask[:, None, None, :] != 0)
+    return allowed.repeat(1, 1, groups, 1) if groups > 1 else allowed
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, allowed: Optional[Tensor], scale: float,
+def mask_bias(allowed: Tensor) -> Tensor:
+    """The boolean mask as an fp32 additive bias: 0 where allowed, the most negative float elsewhere.
+
+    Adding it equals masked_fill exactly: score + 0 is the score, and |score| is far below half an
+    ulp of float32's minimum, so score + min rounds to min. ONNX Runtime's broadcasting Add is
+    vectorised where its Where is not (Where over the scores was ~18% of a tiny-model prefill), and
+    the bias is built once per call instead of negating the mask in every layer.
+    """
+    zero = torch.zeros((), dtype=torch.float32, device=allowed.device)
+    return torch.where(allowed, zero, torch.finfo(torch.float32).min)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], scale: float,
            num_kv_heads: int, upcast_scores: bool = False) -> Tensor:
     """Plain matmul-softmax attention with grouped-query heads; returns [B, S, H * D].
 
-    q is [B, H, S, D]; k and v are [B, KVH, T, D]; allowed is a boolean mask broadcastable to
-    [B, 1, S, T] or None. Query head h reads KV head h // (H / KVH), as transformers' repeat_kv:
-    queries are grouped per KV head, so K/V are never repeated or copied.
+    q is [B, H, S, D]; k and v are [B, KVH, T, D]; bias is None or the fp32 mask_bias of a
+    causal_padding_mask(..., groups=G) [B, 1, G * S, T] with G = H / KVH. Query head h reads
+    KV head h // G, as transformers' repeat_kv: queries are grouped per KV head, so K/V are never
+    repeated or copied.
     Softmax runs in fp32; `upcast_scores` also computes Q.K^T in fp32 (Phi-2 overflows fp16 there).
     """
-    b, h, s, d = q.shape
-    g = h // num_kv_heads
+    # Shapes as Python ints (and the sequence axis as -1) keep the exported reshapes constant.
+    b, h, d = int(q.shape[0]), int(q.shape[1]), int(q.shape[3])
     # Queries of one KV head stacked as [B, KVH, G*S, D]: a 4-D product with K^T that ONNX Runtime
     # fuses into one MatMul with transposed B. The 5-D broadcast form exported a real Transpose of
     # every layer's whole K (22% of a full-size decode step on ONNX Runtime CPU).
-    q4 = q.reshape(b, num_kv_heads, g * s, d)
+    q4 = q.reshape(b, num_kv_heads, -1, d)
     if upcast_scores:
         q4, k = q4.to(torch.float32), k.to(torch.float32)
     # Scaling the queries rather than the scores saves one score-sized intermediate: over a
     # 2048-slot cache that is ~280 MB per layer in a 775-token prefill.
     scores = torch.matmul(q4 * scale, k.transpose(-1, -2)).to(torch.float32)  # [B, KVH, G*S, T]
-    if allowed is not None:
-        t = scores.shape[-1]
-        scores = scores.reshape(b, num_kv_heads, g, s, t)
-        scores = scores.masked_fill(~allowed.unsqueeze(1), torch.finfo(torch.float32).min)
-        scores = scores.reshape(b, num_kv_heads, g * s, t)
+    if bias is not None:  # [B, 1, G*S, T]: rows already in the grouped order, broadcast over KVH
+        scores = scores + bias
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
     out = torch.matmul(probs, v)  # [B, KVH, G*S, D]
-    return out.reshape(b, h, s, d).transpose(1, 2).reshape(b, s, h * d)
+    return out.reshape(b, h, -1, d).transpose(1, 2).reshape(b, -1, h * d)
 
 
 def run_layers(layers: nn.ModuleList, h: Tensor, cos: Tensor, sin: Tensor, past_key: Tensor, past_value: Tensor,
-               allowed: Tensor, new_kv_only: bool) -> Tuple[Tensor, Tensor, Tensor]:
-    """Run decoder layers; each takes (h, cos, sin, past_k, past_v, allowed) and returns (h, new_k, new_v).
+               bias: Tensor, new_kv_only: bool) -> Tuple[Tensor, Tensor, Tensor]:
+    """Run decoder layers; each takes (h, cos, sin, past_k, past_v, bias) and returns (h, new_k, new_v).
 
     Returns (h, key, value) where key/value are the new positions' K/V [L, B, KVH, S, D] when
     new_kv_only, else past and new concatenated [L, B, KVH, P+S, D]. The exported decoder asks for
@@ -154,7 +178,7 @@ def run_layers(layers: nn.ModuleList, h: Tensor, cos: Tensor, sin: Tensor, past_
     """
     keys, values = [], []
     for i, layer in enumerate(layers):
-        h, k, v = layer(h, cos, sin, past_key[i], past_value[i], allowed)
+        h, k, v = layer(h, cos, sin, past_key[i], past_value[i], bias)
         keys.append(k)
         values.append(v)
     new_key, new_value = torch.stack(keys), torch.stack(values)

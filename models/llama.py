@@ -13,7 +13,17 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
-from models.layers import RMSNorm, activation, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
+from models.layers import (
+    RMSNorm,
+    activation,
+    apply_rope,
+    attend,
+    causal_padding_mask,
+    mask_bias,
+    rope_cos_sin,
+    run_layers,
+    split_heads,
+)
 
 
 class LlamaAttention(nn.Module):
@@ -27,15 +37,14 @@ class LlamaAttention(nn.Module):
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
-                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
+        k = split_heads(self.k_proj(x), self.num_kv_heads, self.head_dim)
+        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
         q = apply_rope(q, cos, sin, self.head_dim, self.head_dim)
         k = apply_rope(k, cos, sin, self.head_dim, self.head_dim)
         # the cache holds keys after RoPE, as transformers does; only the new ones are returned
-        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), allowed, self.scale,
+        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), bias, self.scale,
                      self.num_kv_heads)
         return self.o_proj(out), k, v
 
@@ -61,8 +70,8 @@ class LlamaDecoderLayer(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
-                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, allowed)
+                bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        attn, k, v = self.self_attn(self.input_layernorm(x), cos, sin, past_k, past_v, bias)
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
@@ -81,6 +90,7 @@ class LlamaModel(nn.Module):
             raise ConfigError("LlamaModel needs a llama text config, got %r" % cfg.family)
         self.rope_theta = cfg.rope_theta
         self.head_dim = cfg.head_dim
+        self.query_groups = cfg.num_heads // cfg.num_kv_heads  # query heads per KV head (GQA)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg.num_layers)])
         self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
@@ -88,6 +98,6 @@ class LlamaModel(nn.Module):
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
                 attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta, inputs_embeds.dtype)
-        allowed = causal_padding_mask(attention_mask, inputs_embeds.shape[1])
-        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, allowed, new_kv_only)
+        bias = mask_bias(causal_padding_mask(attention_mask, inputs_embeds.shape[1], self.query_groups))
+        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, bias, new_kv_only)
         return self.norm(h), key, value

@@ -12,7 +12,16 @@ import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
-from models.layers import FeedForward, apply_rope, attend, causal_padding_mask, rope_cos_sin, run_layers
+from models.layers import (
+    FeedForward,
+    apply_rope,
+    attend,
+    causal_padding_mask,
+    mask_bias,
+    rope_cos_sin,
+    run_layers,
+    split_heads,
+)
 
 
 class PhiAttention(nn.Module):
@@ -27,16 +36,15 @@ class PhiAttention(nn.Module):
         self.dense = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
-                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        b, s, _ = x.shape
-        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim).transpose(1, 2)
+                bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
+        k = split_heads(self.k_proj(x), self.num_kv_heads, self.head_dim)
+        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
         q = apply_rope(q, cos, sin, self.rotary_dim, self.head_dim)
         k = apply_rope(k, cos, sin, self.rotary_dim, self.head_dim)
         # Q.K^T in fp32: transformers 4.x PhiAttention, "Queries and keys upcast to fp32 is required by
         # Phi-2 to avoid overflow" (in fp16). Only the new K/V are returned for the cache.
-        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), allowed, self.scale,
+        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), bias, self.scale,
                      self.num_kv_heads, upcast_scores=True)
         return self.dense(out), k, v
 
@@ -51,9 +59,9 @@ class PhiDecoderLayer(nn.Module):
         self.input_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
-                allowed: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+                bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
         h = self.input_layernorm(x)
-        attn, k, v = self.self_attn(h, cos, sin, past_k, past_v, allowed)
+        attn, k, v = self.self_attn(h, cos, sin, past_k, past_v, bias)
         return attn + self.mlp(h) + x, k, v  # transformers' summation order
 
 
@@ -66,6 +74,7 @@ class PhiModel(nn.Module):
             raise ConfigError("PhiModel needs a phi text config, got %r" % cfg.family)
         self.rope_theta = cfg.rope_theta
         self.rotary_dim = cfg.rotary_dim
+        self.query_groups = cfg.num_heads // cfg.num_kv_heads  # 1 for Phi-2 (no GQA)
         self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
         self.layers = nn.ModuleList([PhiDecoderLayer(cfg) for _ in range(cfg.num_layers)])
         self.final_layernorm = nn.LayerNorm(cfg.hidden_size, eps=cfg.norm_eps)
@@ -73,6 +82,6 @@ class PhiModel(nn.Module):
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
                 attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         cos, sin = rope_cos_sin(position_ids, self.rotary_dim, self.rope_theta, inputs_embeds.dtype)
-        allowed = causal_padding_mask(attention_mask, inputs_embeds.shape[1])
-        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, allowed, new_kv_only)
+        bias = mask_bias(causal_padding_mask(attention_mask, inputs_embeds.shape[1], self.query_groups))
+        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, bias, new_kv_only)
         return self.final_layernorm(h), key, value
