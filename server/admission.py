@@ -19,11 +19,10 @@ import threading
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from server.metrics import ServiceMetrics
 from server.runtime.errors import RequestError
 from server.runtime.generator import Generator
+from server.runtime.prompt import PromptLayout
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult
 
@@ -60,11 +59,10 @@ class Job:
     or ("error", exception); or ("aborted", reason) after cancel().
     """
 
-    def __init__(self, ticket: Ticket, prompt_ids: Sequence[int], pixels: np.ndarray, params: GenerationParams,
-                 stream: bool, deadline: float) -> None:
+    def __init__(self, ticket: Ticket, layout: PromptLayout, params: GenerationParams, stream: bool,
+                 deadline: float) -> None:
         self.ticket = ticket
-        self.prompt_ids = list(prompt_ids)
-        self.pixels = pixels
+        self.layout = layout  # checked and laid out (images hashed) once, when the request arrived
         self.params = params
         self.stream = stream
         self.deadline = deadline  # time.monotonic() after which the job is aborted with "timeout"
@@ -207,7 +205,7 @@ class Admission:
                 if result is not None:
                     self._observe(job, result)
                     outcome = ("done", result)
-            except RequestError as e:  # the prompt does not fit this engine (checked again here)
+            except RequestError as e:  # a request the engine refused mid-run: the consumer answers 4xx
                 outcome = ("error", e)
             except Exception as e:  # noqa: BLE001 - the consumer answers 500; the worker must live on
                 log.error("generation failed", exc_info=True)
@@ -220,7 +218,7 @@ class Admission:
     def _generate(self, generator: Generator, job: Job) -> Optional[GenerationResult]:
         """Run the job; None when it was cancelled or ran past its deadline."""
         first = True
-        with generator.stream(job.prompt_ids, job.pixels, job.params) as stream:
+        with generator.stream(job.layout, params=job.params) as stream:
             for delta in stream:
                 if first:
                     self.metrics.ttft.observe(time.monotonic() - job.ticket.t_admitted)

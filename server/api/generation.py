@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
@@ -25,6 +24,7 @@ from server.admission import FINISHED, Job, Overloaded, Ticket
 from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
 from server.images import DecodedImage
 from server.runtime.errors import RequestError
+from server.runtime.prompt import PromptLayout
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult, ms
 from server.service import Service
@@ -46,8 +46,7 @@ class Conversation:
 
 @dataclass
 class Prepared:
-    prompt_ids: List[int]
-    pixels: np.ndarray
+    layout: PromptLayout  # the prompt checked against the engine, images hashed
     image: DecodedImage
     preprocess_ms: float
 
@@ -115,9 +114,9 @@ def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversa
     else:
         template = dataclasses.replace(processor.template, system=conv.system)
         ids = processor.tokenizer.encode_with_image(template.prompt(conv.question, conv.history), IMAGE_TOKEN_INDEX)
-    # Checks the prompt against the engine now (ContextLengthError -> 400); the stream is never run.
-    pipeline.runtime.generator.stream(ids, pixels, GenerationParams(max_tokens=0))
-    return Prepared(ids, pixels, image, ms(time.perf_counter() - t0))
+    # Checks the prompt against the engine now (ContextLengthError -> 400); the worker runs this layout.
+    layout = pipeline.runtime.generator.prepare(ids, pixels)
+    return Prepared(layout, image, ms(time.perf_counter() - t0))
 
 
 def submit(service: Service, request: Request, ticket: Ticket, prepared: Prepared, params: GenerationParams,
@@ -126,7 +125,7 @@ def submit(service: Service, request: Request, ticket: Ticket, prepared: Prepare
     note(request, input_sha256=prepared.image.sha256, image_format=prepared.image.format,
          image_width=prepared.image.width, image_height=prepared.image.height)
     deadline = ticket.t_admitted + service.settings.request_timeout
-    job = Job(ticket, prepared.prompt_ids, prepared.pixels, params, stream, deadline)
+    job = Job(ticket, prepared.layout, params, stream, deadline)
     service.admission.submit(job)
     return job
 

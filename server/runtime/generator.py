@@ -78,7 +78,9 @@ class Generator:
         if prefill_chunk is not None and prefill_chunk < 1:
             raise ValueError("prefill_chunk must be >= 1, got %d" % prefill_chunk)
         self.engine = engine
-        self.embed_tokens = embed_tokens
+        # A plain ndarray view of a memory-mapped table: same pages, without np.memmap's per-index
+        # Python overhead on every decode step.
+        self.embed_tokens = np.asarray(embed_tokens)
         self.tokenizer = tokenizer
         self._byte_ids = byte_fallback_ids(tokenizer)
         self.eos_token_id = eos_token_id
@@ -92,18 +94,34 @@ class Generator:
 
     # ---- public API -------------------------------------------------------------------
 
-    def stream(self, prompt_ids: Sequence[int], images: ImagesArg = None,
-               params: Optional[GenerationParams] = None) -> GenerationStream:
-        """Check the request now (RequestError / ContextLengthError), run it as it is iterated."""
-        params = params or GenerationParams()
+    def prepare(self, prompt_ids: Sequence[int], images: ImagesArg = None) -> PromptLayout:
+        """Check a request against the engine (RequestError / ContextLengthError) and lay it out.
+
+        The layout (which hashes every image) can be passed to stream() / generate() instead of the
+        ids and images, by this generator or any other over the same bundle: the service checks a
+        request when it arrives and runs it later on whichever worker is free, without doing this twice.
+        """
         dims = self.engine.dims
-        layout = layout_prompt(prompt_ids, images, dims.num_image_tokens, self.embed_tokens.shape[0],
-                               dims.max_context)
+        return layout_prompt(prompt_ids, images, dims.num_image_tokens, self.embed_tokens.shape[0], dims.max_context)
+
+    def stream(self, prompt: Union[Sequence[int], PromptLayout], images: ImagesArg = None,
+               params: Optional[GenerationParams] = None) -> GenerationStream:
+        """Check the request now (RequestError / ContextLengthError), run it as it is iterated.
+
+        prompt: prompt ids (with IMAGE_TOKEN_INDEX where `images` go) or a layout from prepare().
+        """
+        params = params or GenerationParams()
+        if isinstance(prompt, PromptLayout):
+            if images is not None:
+                raise ValueError("pass the images to prepare(), not with a prepared layout")
+            layout = prompt
+        else:
+            layout = self.prepare(prompt, images)
         return GenerationStream(lambda s: self._locked(s, layout, params))
 
-    def generate(self, prompt_ids: Sequence[int], images: ImagesArg = None,
+    def generate(self, prompt: Union[Sequence[int], PromptLayout], images: ImagesArg = None,
                  params: Optional[GenerationParams] = None) -> GenerationResult:
-        stream = self.stream(prompt_ids, images, params)
+        stream = self.stream(prompt, images, params)
         for _ in stream:
             pass
         return stream.result

@@ -140,6 +140,23 @@ def test_bad_requests(prompt, images, match) -> None:
         _gen(ToyEngine()).stream(prompt, images)
 
 
+def test_prepared_layout_runs_on_another_generator_like_the_ids() -> None:
+    """The service checks a request once (prepare) and runs the layout on whichever worker is free."""
+    px = _pixels(10)
+    layout = _gen(ToyEngine()).prepare([1, IMG, 2, 3], px)
+    assert layout.length == 3 + ToyEngine().dims.num_image_tokens
+    eng = ToyEngine()
+    from_layout = _gen(eng).generate(layout, params=GREEDY)
+    from_ids = _gen(ToyEngine()).generate([1, IMG, 2, 3], px, GREEDY)
+    assert from_layout.output_ids == from_ids.output_ids
+    np.testing.assert_array_equal(from_layout.logits, from_ids.logits)
+    assert eng.image_calls == 1
+    with pytest.raises(ValueError, match="prepare"):
+        _gen(ToyEngine()).stream(layout, px)
+    with pytest.raises(ContextLengthError):
+        _gen(ToyEngine(max_context=4)).prepare([1, IMG, 2, 3], px)
+
+
 def test_params_take_a_lone_stop_string_or_id() -> None:
     p = GenerationParams(stop="###", stop_token_ids=7)  # type: ignore[arg-type]
     assert p.stop == ("###",) and p.stop_token_ids == (7,)
