@@ -25,6 +25,35 @@ def run_question(generator: Any, prompt_ids: List[int], pixel_values: Any, new_t
     from server.runtime.request import GenerationParams
 
     result = generator.generate(prompt_ids, pixel_values, GenerationParams(max_tokens=new_tokens, ignore_eos=True))
+    return _metrics(result, new_tokens)
+
+
+def run_request(generator: Any, processor: Any, preparer: Any, upload: bytes, question: str, expected_ids: List[int],
+                new_tokens: int) -> Dict[str, Any]:
+    """One generation timed as the service runs a request, from the upload's bytes and the question's
+    text: image decode + preprocess (cached by content), prompt tokens, the engine check and layout
+    (image hash), then the stream up to its first token. Adds image_prep_ms and request_ttft_ms."""
+    from server.runtime.request import GenerationParams
+
+    t0 = time.perf_counter()
+    _, pixels = preparer(upload)
+    t_prep = time.perf_counter()
+    ids = processor.prompt_ids(question)
+    layout = generator.prepare(ids, pixels)
+    with generator.stream(layout, params=GenerationParams(max_tokens=new_tokens, ignore_eos=True)) as stream:
+        next(stream)
+        t_first = time.perf_counter()
+        for _ in stream:
+            pass
+    if ids != expected_ids:
+        raise BenchError("the bundle's processor gave other prompt ids than the prepared inputs")
+    out = _metrics(stream.result, new_tokens)
+    out["image_prep_ms"] = round((t_prep - t0) * 1000.0, 3)
+    out["request_ttft_ms"] = round((t_first - t0) * 1000.0, 3)
+    return out
+
+
+def _metrics(result: Any, new_tokens: int) -> Dict[str, Any]:
     t = result.timings
     if len(result.output_ids) != new_tokens:
         raise BenchError("the runtime generated %d of %d tokens (finish: %s)"
@@ -47,8 +76,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
     p.add_argument("--disable-prepacking", action="store_true", help="less memory, slower MatMuls")
     p.add_argument("--no-cpu-arena", action="store_true", help="ORT CPU memory arena off")
-    p.add_argument("--image", help="the image file: also time each question from its bytes (decode + preprocess, "
-                                   "cached by content as the service does) to the first token")
+    p.add_argument("--image", help="the image file: time each question as the service runs a request, from the "
+                                   "image's bytes and the question's text to the first token")
+    p.add_argument("--question", default="", help="with --image: the first question's text")
+    p.add_argument("--followup", default="", help="with --image: the follow-up's text")
     p.add_argument("--prefill-chunk", type=int, default=0, help="prefill at most this many positions per "
                                                                 "decoder call (0: the runtime's default)")
     args = p.parse_args(argv)
@@ -76,19 +107,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     runs: Dict[str, List[Dict[str, Any]]] = {q: [] for q in QUESTIONS}
     upload = Path(args.image).read_bytes() if args.image else None
     processor = _processor(rt) if upload is not None else None
+    texts = {"first": args.question, "followup": args.followup}
     for i in range(args.repeat + 1):  # run 0 warms up the arena and kernels, and is not counted
         gen.reset()  # the first question starts cold: nothing cached from the previous repeat
         gen.image_cache.clear()
-        prep = _preparer(processor) if processor is not None else None
+        prep = _preparer(processor) if processor is not None else None  # an empty upload cache
         for q in QUESTIONS:
-            t_req = time.perf_counter()
             if prep is not None:
-                _, pixels = prep(upload)
-            prep_ms = (time.perf_counter() - t_req) * 1000.0
-            r = run_question(gen, inputs[q], pixels, args.new_tokens)
-            if prep is not None:
-                r["image_prep_ms"] = round(prep_ms, 3)
-                r["request_ttft_ms"] = round(prep_ms + r["ttft_ms"], 3)
+                r = run_request(gen, processor, prep, upload, texts[q], inputs[q], args.new_tokens)
+            else:
+                r = run_question(gen, inputs[q], pixels, args.new_tokens)
             if i:
                 runs[q].append(r)
     emit({

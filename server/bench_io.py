@@ -17,7 +17,8 @@ import numpy as np
 
 # Per-question metrics a child reports (medians over the timed repeats).
 TIMING_KEYS = ("image_encode_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s")
-# ours with --image: TTFT from the uploaded bytes (decode + preprocess, cached by content for a follow-up)
+# ours with --image: TTFT of a request as the service runs it, from the image bytes and question text
+# (decode + preprocess cached by content for a follow-up, prompt tokens, engine check, first token)
 REQUEST_KEYS = ("image_prep_ms", "request_ttft_ms")
 COUNT_KEYS = ("prompt_tokens", "generated_tokens", "cached_tokens")
 QUESTIONS = ("first", "followup")  # a new image and question; then a second question on the same image

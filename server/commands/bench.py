@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
             ours_flags.append("--disable-prepacking")
         if args.no_cpu_arena:
             ours_flags.append("--no-cpu-arena")
-        ours_flags += ["--image", str(image)]
+        ours_flags += ["--image", str(image), "--question", args.question, "--followup", args.followup]
         systems["ours"] = _run_child("server.bench_child", ["--bundle", str(bundle), "--inputs", str(inputs)]
                                      + common + ours_flags)
         if baseline == "transformers":
@@ -211,7 +211,7 @@ def format_report(rep: Dict[str, Any]) -> str:
     labels = {"decode_tokens_per_s": "decode tok/s, ours / transformers", "ttft": "TTFT, ours / transformers",
               "peak_rss": "peak RSS, ours / transformers",
               "followup_ttft_over_first": "follow-up TTFT / first TTFT, ours",
-              "followup_request_ttft_over_first": "same, from the image bytes (decode + preprocess), ours",
+              "followup_request_ttft_over_first": "same, per request (image bytes + text in), ours",
               "transformers_followup_ttft_over_first": "follow-up TTFT / first TTFT, transformers"}
     for key, value in rep["ratios"].items():
         goal = rep["goals"].get(key)
