@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import threading
-from collections import OrderedDict
 from typing import Optional, Tuple
 
 import numpy as np
@@ -18,32 +16,25 @@ import numpy as np
 from models.processor import Processor
 from server.image_limits import ImageLimits
 from server.images import DecodedImage, decode_image
+from server.runtime.lru import LRU
 
 
 class ImagePreparer:
     def __init__(self, processor: Processor, limits: Optional[ImageLimits] = None, capacity: int = 8) -> None:
         self.processor = processor
         self.limits = limits or ImageLimits()
-        self.capacity = capacity
-        self._items: "OrderedDict[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = OrderedDict()
-        self._lock = threading.Lock()  # the service prepares requests on several threads
+        self._cache: "LRU[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = LRU(capacity)
 
     def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:
         """DecodedImage (its PIL image dropped when served from the cache) and pixel_values [1,3,S,S]."""
         digest = hashlib.sha256(data).hexdigest()
         key = (digest, frame)
-        with self._lock:
-            hit = self._items.get(key)
-            if hit is not None:
-                self._items.move_to_end(key)
-                return hit
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
         decoded = decode_image(data, frame, self.limits, digest=digest)
         pixels = self.processor.pixels(decoded.image)
         pixels.flags.writeable = False  # shared across requests
-        if self.capacity:
-            with self._lock:
-                # keep the facts, not the full-size PIL image
-                self._items[key] = (dataclasses.replace(decoded, image=None), pixels)  # type: ignore[arg-type]
-                while len(self._items) > self.capacity:
-                    self._items.popitem(last=False)
+        # keep the facts, not the full-size PIL image
+        self._cache.put(key, (dataclasses.replace(decoded, image=None), pixels))  # type: ignore[arg-type]
         return decoded, pixels
