@@ -111,30 +111,24 @@ def split_heads(x: Tensor, num_heads: int, head_dim: int) -> Tensor:
     return x.reshape(int(x.shape[0]), -1, num_heads, head_dim).transpose(1, 2)
 
 
-def causal_padding_mask(attention_mask: Tensor, query_len: int, groups: int = 1) -> Tensor:
-    """Boolean mask [B, 1, groups * S, P+S]: query i (cache slot P+i) may see key j iff j <= P+i
-    and key j is not padding; repeated `groups` times along the query axis for `attend`'s grouped
-    queries (row g * S + i is query i of group g).
+def causal_mask_bias(attention_mask: Tensor, query_len: int, groups: int = 1) -> Tensor:
+    """Additive fp32 attention bias [B, 1, groups * S, P+S]: 0 where query i (cache slot P+i) may see
+    key j (j <= P+i and key j is not padding), the most negative float elsewhere; repeated `groups`
+    times along the query axis for `attend`'s grouped queries (row g * S + i is query i of group g).
 
     attention_mask is [B, P+S] with 1 = attend, 0 = pad. P is derived from the shapes, so the
     same graph serves prefill (P = 0) and decode. Built once per forward, shared by every layer.
+    Adding it equals masked_fill exactly: score + 0 is the score, and |score| is far below half an
+    ulp of float32's minimum, so score + min rounds to min. ONNX Runtime's broadcasting Add is
+    vectorised where its Where is not (Where over the scores was ~18% of a tiny-model prefill).
     """
     total = attention_mask.shape[-1]
     key_pos = torch.arange(total, device=attention_mask.device)
     query_pos = torch.arange(query_len, device=attention_mask.device) + (total - query_len)
     causal = key_pos[None, :] <= query_pos[:, None]  # [S, P+S]
     allowed = causal[None, None] & (attention_mask[:, None, None, :] != 0)
-    return allowed.repeat(1, 1, groups, 1) if groups > 1 else allowed
-
-
-def mask_bias(allowed: Tensor) -> Tensor:
-    """The boolean mask as an fp32 additive bias: 0 where allowed, the most negative float elsewhere.
-
-    Adding it equals masked_fill exactly: score + 0 is the score, and |score| is far below half an
-    ulp of float32's minimum, so score + min rounds to min. ONNX Runtime's broadcasting Add is
-    vectorised where its Where is not (Where over the scores was ~18% of a tiny-model prefill), and
-    the bias is built once per call instead of negating the mask in every layer.
-    """
+    if groups > 1:
+        allowed = allowed.repeat(1, 1, groups, 1)
     zero = torch.zeros((), dtype=torch.float32, device=allowed.device)
     return torch.where(allowed, zero, torch.finfo(torch.float32).min)
 
@@ -143,10 +137,9 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], scale: float
            num_kv_heads: int, upcast_scores: bool = False) -> Tensor:
     """Plain matmul-softmax attention with grouped-query heads; returns [B, S, H * D].
 
-    q is [B, H, S, D]; k and v are [B, KVH, T, D]; bias is None or the fp32 mask_bias of a
-    causal_padding_mask(..., groups=G) [B, 1, G * S, T] with G = H / KVH. Query head h reads
-    KV head h // G, as transformers' repeat_kv: queries are grouped per KV head, so K/V are never
-    repeated or copied.
+    q is [B, H, S, D]; k and v are [B, KVH, T, D]; bias is None or causal_mask_bias(..., groups=G)
+    [B, 1, G * S, T] with G = H / KVH. Query head h reads KV head h // G, as transformers'
+    repeat_kv: queries are grouped per KV head, so K/V are never repeated or copied.
     Softmax runs in fp32; `upcast_scores` also computes Q.K^T in fp32 (Phi-2 overflows fp16 there).
     """
     # Shapes as Python ints (and the sequence axis as -1) keep the exported reshapes constant.

@@ -16,8 +16,7 @@ from models.layers import (
     FeedForward,
     apply_rope,
     attend,
-    causal_padding_mask,
-    mask_bias,
+    causal_mask_bias,
     rope_cos_sin,
     run_layers,
     split_heads,
@@ -82,6 +81,6 @@ class PhiModel(nn.Module):
     def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
                 attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
         cos, sin = rope_cos_sin(position_ids, self.rotary_dim, self.rope_theta, inputs_embeds.dtype)
-        bias = mask_bias(causal_padding_mask(attention_mask, inputs_embeds.shape[1], self.query_groups))
+        bias = causal_mask_bias(attention_mask, inputs_embeds.shape[1], self.query_groups)
         h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, bias, new_kv_only)
         return self.final_layernorm(h), key, value
