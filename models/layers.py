@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.config import ConfigError
+from models.config import ConfigError, TextConfig
 
 
 def _gelu_new(x: Tensor) -> Tensor:
@@ -158,6 +158,37 @@ def attend(q: Tensor, k: Tensor, v: Tensor, bias: Optional[Tensor], scale: float
     probs = torch.softmax(scores, dim=-1).to(v.dtype)
     out = torch.matmul(probs, v)  # [B, KVH, G*S, D]
     return out.reshape(b, h, -1, d).transpose(1, 2).reshape(b, -1, h * d)
+
+
+class RopeSelfAttention(nn.Module):
+    """q/k/v projections, RoPE on the first `rotary_dim` features, attention over the past and new K/V.
+
+    The decoders' attention without its output projection, which each subclass adds under its
+    checkpoint's name (Llama `o_proj`, Phi-2 `dense`).
+    """
+
+    def __init__(self, cfg: TextConfig, rotary_dim: int, qkv_bias: bool, upcast_scores: bool = False) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
+        self.rotary_dim = rotary_dim
+        self.upcast_scores = upcast_scores
+        self.scale = cfg.head_dim ** -0.5
+        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=qkv_bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=qkv_bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=qkv_bias)
+
+    def attend_new(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
+                   bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
+        """(attention output [B, S, H * D] before the output projection, new K, new V)."""
+        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
+        k = split_heads(self.k_proj(x), self.num_kv_heads, self.head_dim)
+        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
+        q = apply_rope(q, cos, sin, self.rotary_dim, self.head_dim)
+        k = apply_rope(k, cos, sin, self.rotary_dim, self.head_dim)
+        # the cache holds keys after RoPE, as transformers does; only the new ones are returned
+        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), bias, self.scale,
+                     self.num_kv_heads, upcast_scores=self.upcast_scores)
+        return out, k, v
 
 
 def run_layers(layers: nn.ModuleList, h: Tensor, cos: Tensor, sin: Tensor, past_key: Tensor, past_value: Tensor,

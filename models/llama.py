@@ -9,42 +9,27 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
 from models.layers import (
     RMSNorm,
+    RopeSelfAttention,
     activation,
-    apply_rope,
-    attend,
     causal_mask_bias,
     rope_cos_sin,
     run_layers,
-    split_heads,
 )
 
 
-class LlamaAttention(nn.Module):
+class LlamaAttention(RopeSelfAttention):
     def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.scale = cfg.head_dim ** -0.5
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim, bias=False)
+        super().__init__(cfg, rotary_dim=cfg.head_dim, qkv_bias=False)
         self.o_proj = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size, bias=False)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
                 bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
-        k = split_heads(self.k_proj(x), self.num_kv_heads, self.head_dim)
-        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
-        q = apply_rope(q, cos, sin, self.head_dim, self.head_dim)
-        k = apply_rope(k, cos, sin, self.head_dim, self.head_dim)
-        # the cache holds keys after RoPE, as transformers does; only the new ones are returned
-        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), bias, self.scale,
-                     self.num_kv_heads)
+        out, k, v = self.attend_new(x, cos, sin, past_k, past_v, bias)
         return self.o_proj(out), k, v
 
 

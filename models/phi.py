@@ -8,46 +8,30 @@ from __future__ import annotations
 
 from typing import Tuple
 
-import torch
 from torch import Tensor, nn
 
 from models.config import ConfigError, TextConfig
 from models.layers import (
     FeedForward,
-    apply_rope,
-    attend,
+    RopeSelfAttention,
     causal_mask_bias,
     rope_cos_sin,
     run_layers,
-    split_heads,
 )
 
 
-class PhiAttention(nn.Module):
+class PhiAttention(RopeSelfAttention):
     def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        self.num_heads, self.num_kv_heads, self.head_dim = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim
-        self.rotary_dim = cfg.rotary_dim  # 32 of 80 for Phi-2 (partial_rotary_factor 0.4)
-        self.scale = cfg.head_dim ** -0.5
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.num_heads * cfg.head_dim)
-        self.k_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim)
-        self.v_proj = nn.Linear(cfg.hidden_size, cfg.num_kv_heads * cfg.head_dim)
+        # RoPE on cfg.rotary_dim features (32 of 80 for Phi-2, partial_rotary_factor 0.4). Q.K^T in fp32:
+        # transformers 4.x PhiAttention, "Queries and keys upcast to fp32 is required by Phi-2 to avoid
+        # overflow" (in fp16).
+        super().__init__(cfg, rotary_dim=cfg.rotary_dim, qkv_bias=True, upcast_scores=True)
         self.dense = nn.Linear(cfg.num_heads * cfg.head_dim, cfg.hidden_size)
 
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, past_k: Tensor, past_v: Tensor,
                 bias: Tensor) -> Tuple[Tensor, Tensor, Tensor]:
-        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
-        k = split_heads(self.k_proj(x), self.num_kv_heads, self.head_dim)
-        v = split_heads(self.v_proj(x), self.num_kv_heads, self.head_dim)
-        q = apply_rope(q, cos, sin, self.rotary_dim, self.head_dim)
-        k = apply_rope(k, cos, sin, self.rotary_dim, self.head_dim)
-        # Q.K^T in fp32: transformers 4.x PhiAttention, "Queries and keys upcast to fp32 is required by
-        # Phi-2 to avoid overflow" (in fp16). Only the new K/V are returned for the cache.
-        out = attend(q, torch.cat((past_k, k), dim=2), torch.cat((past_v, v), dim=2), bias, self.scale,
-                     self.num_kv_heads, upcast_scores=True)
+        out, k, v = self.attend_new(x, cos, sin, past_k, past_v, bias)
         return self.dense(out), k, v
-
-
 
 
 class PhiDecoderLayer(nn.Module):
