@@ -6,7 +6,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.server.service_process import ServerProcess
+from tests.server.service_process import ServerProcess, serving
 
 # The shared server: small caps so the over-cap cases stay small and quick.
 MAIN_SERVER_ENV = {
@@ -26,12 +26,8 @@ def service_log_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def main_server(service_log_dir: Path) -> Iterator[ServerProcess]:
     """One server for the API, bad-input and patient-data tests (nothing here changes its state)."""
-    server = ServerProcess(service_log_dir, MAIN_SERVER_ENV)
-    try:
-        server.wait_for("/ready")
+    with serving(ServerProcess(service_log_dir, MAIN_SERVER_ENV)) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def start_server(log_dir: Path, **settings: object) -> ServerProcess:

@@ -5,6 +5,7 @@ environment variables, stderr captured to a file (the tests grep the logs), SIGT
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, Iterator, List, Optional
 
 import httpx
 
@@ -95,3 +96,13 @@ class ServerProcess:
 
 
 __all__ = ["DEFAULT_BUNDLE", "ROOT", "ServerProcess", "free_port", "sse_events"]
+
+
+@contextlib.contextmanager
+def serving(server: ServerProcess) -> Iterator[ServerProcess]:
+    """The server once /ready answers 200; stopped when the block ends, however it ends."""
+    try:
+        server.wait_for("/ready")
+        yield server
+    finally:
+        server.stop()

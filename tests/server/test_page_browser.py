@@ -20,7 +20,7 @@ from typing import Any, Dict, Iterator
 
 import pytest
 
-from tests.server.service_process import ROOT, ServerProcess
+from tests.server.service_process import ROOT, ServerProcess, serving
 
 pydicom_data = pytest.importorskip("pydicom.data")
 
@@ -53,12 +53,8 @@ def page_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProc
     if reason:
         print("SKIP test_page_browser: " + reason)
         pytest.skip(reason)
-    server = ServerProcess(tmp_path_factory.mktemp("page-server"), {"TINYLLAVA_API_KEYS": KEY})
-    try:
-        server.wait_for("/ready")
+    with serving(ServerProcess(tmp_path_factory.mktemp("page-server"), {"TINYLLAVA_API_KEYS": KEY})) as server:
         yield server
-    finally:
-        server.stop()
 
 
 def _api_vqa(server: ServerProcess, path: Path, key: str = KEY) -> Dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
-from tests.server.service_process import DEFAULT_BUNDLE, ROOT, ServerProcess, sse_events
+from tests.server.service_process import DEFAULT_BUNDLE, ROOT, ServerProcess, serving, sse_events
 
 README = ROOT / "README.md"
 README_ADDRESS = "127.0.0.1:8000"
@@ -46,11 +46,8 @@ def _port_8000_free() -> bool:
 @pytest.fixture(scope="module")
 def readme_server(service_log_dir: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(service_log_dir, bundle=DEFAULT_BUNDLE, port=8000 if _port_8000_free() else None)
-    try:
-        server.wait_for("/ready")
+    with serving(server):
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,7 @@ import pytest
 
 from tests.server.conftest import MAIN_SERVER_ENV
 from tests.server.service_inputs import data_url, png
-from tests.server.service_process import ServerProcess
+from tests.server.service_process import ServerProcess, serving
 
 schemathesis = pytest.importorskip("schemathesis", minversion="4.0",
                                    reason="schemathesis 4 (Python >= 3.9, in the `test` extra) is not installed")
@@ -51,12 +51,8 @@ IMAGE = png(width=32, height=32, seed=41)
 
 @pytest.fixture(scope="module")
 def fuzz_server(service_log_dir: Path) -> Iterator[ServerProcess]:
-    server = ServerProcess(service_log_dir, dict(MAIN_SERVER_ENV, TINYLLAVA_API_KEYS=API_KEY))
-    try:
-        server.wait_for("/ready")
+    with serving(ServerProcess(service_log_dir, dict(MAIN_SERVER_ENV, TINYLLAVA_API_KEYS=API_KEY))) as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

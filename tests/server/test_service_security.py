@@ -21,7 +21,7 @@ from tests.server.service_inputs import (
     canary_ct_dicom,
     data_url,
 )
-from tests.server.service_process import ServerProcess
+from tests.server.service_process import ServerProcess, serving
 
 KEYS = ("env-key-0123456789", "env-key-abcdefghij")
 FILE_KEY = "file-key-zyxwvutsrq"
@@ -34,11 +34,8 @@ def keyed_server(service_log_dir: Path) -> Iterator[ServerProcess]:
     key_file = service_log_dir / "keys.txt"
     key_file.write_text("# one key per line\n%s\n" % FILE_KEY)
     server = start_server(service_log_dir, api_keys=",".join(KEYS), api_key_file=key_file, cors_origins=ORIGIN)
-    try:
-        server.wait_for("/ready")
+    with serving(server):
         yield server
-    finally:
-        server.stop()
 
 
 def _operations(doc: Dict[str, Any]) -> List[Any]:
