@@ -187,21 +187,19 @@ def _aborted(service: Service, reason: str) -> APIError:
     return APIError(499, "the client closed the request", "client_disconnect")
 
 
-def timings(result: GenerationResult, job: Job, prepared: Prepared) -> Dict[str, Any]:
-    out = result.timings.to_dict()
-    out["preprocess_ms"] = prepared.preprocess_ms
+def note_result(request: Request, result: GenerationResult, job: Job, prepared: Prepared) -> Dict[str, Any]:
+    """Note a finished request's figures for the access log (no patient data) and return the
+    response's `timings` object: the runtime's, plus preprocessing and queue time."""
+    t = result.timings
     started = job.t_started if job.t_started is not None else job.ticket.t_admitted
+    out = t.to_dict()
+    out["preprocess_ms"] = prepared.preprocess_ms
     out["queue_ms"] = ms(started - job.ticket.t_admitted)
+    note(request, prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
+         cached_tokens=t.cached_tokens, finish_reason=result.finish_reason, ttft_ms=t.ttft_ms,
+         total_ms=t.total_ms, queue_ms=out["queue_ms"], preprocess_ms=prepared.preprocess_ms)
     return out
 
 
-def note_result(request: Request, result: GenerationResult, job: Job, prepared: Prepared) -> None:
-    t = result.timings
-    note(request, prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
-         cached_tokens=t.cached_tokens, finish_reason=result.finish_reason, ttft_ms=t.ttft_ms,
-         total_ms=t.total_ms, queue_ms=timings(result, job, prepared)["queue_ms"],
-         preprocess_ms=prepared.preprocess_ms)
-
-
 __all__ = ["Conversation", "Prepared", "admit", "check_text", "collect", "events", "generation_params",
-           "note_result", "prepare", "submit", "timings"]
+           "note_result", "prepare", "submit"]

@@ -47,8 +47,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         chunks = _stream(service, request, job, prepared, completion_id, created, include_usage)
         return StreamingResponse(chunks, media_type=sse.MEDIA_TYPE, headers=sse.HEADERS)
     result = await gen.collect(service, request, job)
-    gen.note_result(request, result, job, prepared)
-    t = result.timings
+    timings = gen.note_result(request, result, job, prepared)
     return JSONResponse({
         "id": completion_id,
         "object": "chat.completion",
@@ -56,8 +55,8 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         "model": service.model_id,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": result.text},
                      "finish_reason": result.finish_reason, "logprobs": None}],
-        "usage": usage_of(t.prompt_tokens, t.completion_tokens, t.cached_tokens).model_dump(),
-        "timings": gen.timings(result, job, prepared),
+        "usage": usage_of(result.timings).model_dump(),
+        "timings": timings,
     })
 
 
@@ -82,11 +81,10 @@ async def _stream(service: Service, request: Request, job: Job, prepared: gen.Pr
                     yield chunk([choice({"content": value.text})])
                 continue
             result: GenerationResult = value
-            gen.note_result(request, result, job, prepared)
-            yield chunk([choice({}, result.finish_reason)], timings=gen.timings(result, job, prepared))
+            timings = gen.note_result(request, result, job, prepared)
+            yield chunk([choice({}, result.finish_reason)], timings=timings)
             if include_usage:
-                t = result.timings
-                yield chunk([], usage=usage_of(t.prompt_tokens, t.completion_tokens, t.cached_tokens).model_dump())
+                yield chunk([], usage=usage_of(result.timings).model_dump())
     except APIError as e:
         note(request, error_code=e.code)
         yield sse.event(error_body(e.message, e.type, e.code))

@@ -86,14 +86,13 @@ async def _read(request: Request, service: Service) -> Tuple[VqaOptions, bytes]:
 
 def _body(service: Service, request: Request, result: GenerationResult, job: Job,
           prepared: gen.Prepared) -> Dict[str, Any]:
-    gen.note_result(request, result, job, prepared)
-    t = result.timings
+    timings = gen.note_result(request, result, job, prepared)
     return {
         "answer": result.text.strip(),
         "model": service.model_id,
         "finish_reason": result.finish_reason,
-        "usage": usage_of(t.prompt_tokens, t.completion_tokens, t.cached_tokens).model_dump(),
-        "timings": gen.timings(result, job, prepared),
+        "usage": usage_of(result.timings).model_dump(),
+        "timings": timings,
         "request_id": request.state.request_id,
         "image": prepared.image.metadata(),
     }

@@ -5,6 +5,8 @@ from typing import Optional
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from server.runtime.results import Timings as RuntimeTimings
+
 
 class PromptTokensDetails(BaseModel):
     cached_tokens: int = Field(description="prompt positions reused from the previous request's KV cache")
@@ -50,7 +52,7 @@ class ImageInfo(BaseModel):
     sha256: str
 
 
-def usage_of(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> Usage:
-    return Usage(prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-                 total_tokens=prompt_tokens + completion_tokens,
-                 prompt_tokens_details=PromptTokensDetails(cached_tokens=cached_tokens))
+def usage_of(t: RuntimeTimings) -> Usage:
+    return Usage(prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
+                 total_tokens=t.prompt_tokens + t.completion_tokens,
+                 prompt_tokens_details=PromptTokensDetails(cached_tokens=t.cached_tokens))
