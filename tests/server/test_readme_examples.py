@@ -8,6 +8,7 @@ this machine, the server runs on a free port and only the port in the examples' 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -35,6 +36,10 @@ def readme_examples() -> List[str]:
 
 
 def _port_8000_free() -> bool:
+    # Under pytest-xdist each worker that runs a test of this module starts its own server: only the
+    # first worker may take 8000, or a second server fails to bind and its fixture talks to the first.
+    if os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0":
+        return False
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", 8000))
