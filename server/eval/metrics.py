@@ -2,7 +2,11 @@
 
 Compatible with LLaVA-Med's evaluator (microsoft/LLaVA-Med at b9a98a7, `llava/eval/run_eval.py`,
 `run_eval_batch.py`, `eval_metrics/evaluate_metrics.py`); written here, not copied. Both sides are
-normalised with `normalize_answer` first. What each score means, and where it is misleading:
+normalised with `normalize_answer` first, as run_eval.py's `evaluate` does; the reference's
+calculate_f1score, calculate_exactmatch and calculate_appearance_with_normalization normalise their
+inputs a second time, and normalising is not idempotent (the 32-period cap), so the open scores taken
+from them (`recall`, `precision`, `f1`, `llava_med_exact_match`, `candidate_accuracy`) see the prediction
+and ground truth normalised twice, the candidates once. What each score means, and where it is misleading:
 
 closed questions
 - `llava_med_gated` (run_eval.py after fix 8faf5ec): correct when the prediction contains the substring
@@ -59,7 +63,7 @@ def token_prf(prediction: object, ground_truth: object) -> Tuple[float, float, f
 
 
 def _token_prf(pred_norm: str, gt_norm: str) -> Tuple[float, float, float]:
-    # Works on already-normalised strings: normalising twice is not idempotent (the 32-period cap).
+    # Works on strings already normalised as many times as the caller's reference does.
     pred = Counter(pred_norm.split())
     gt = Counter(gt_norm.split())
     if not pred or not gt:
@@ -94,7 +98,7 @@ def choose_candidate(prediction: object, candidates: Sequence[object]) -> Option
 
 
 def _choose_candidate(pred_norm: str, candidates: CandidateSet) -> Optional[str]:
-    # Both sides already normalised (see _token_prf).
+    # Both sides already normalised (see _token_prf); candidates once, as the reference does.
     pred_words = set(pred_norm.split())
     best: Optional[str] = None
     best_score = -1.0
@@ -111,11 +115,12 @@ def open_scores(prediction: object, ground_truth: object,
     """Scores of one open-question answer: each of OPEN_METRICS (fractions in 0..1), plus
     `candidate_accuracy` when candidates are given (raw, or a CandidateSet from normalize_candidates to
     normalise them once for many questions)."""
-    pred = normalize_answer(prediction)
+    pred = normalize_answer(prediction)  # run_eval.py's evaluate(), and run_eval_batch.py's substring
     gt = normalize_answer(ground_truth)
-    precision, recall, f1 = _token_prf(pred, gt)
-    pred_tokens = pred.split()
-    found = sum(1 for w in set(gt.split()) if w in pred_tokens)
+    pred2, gt2 = normalize_answer(pred), normalize_answer(gt)  # again inside the reference's calculate_* functions
+    precision, recall, f1 = _token_prf(pred2, gt2)
+    pred_tokens = pred2.split()
+    found = sum(1 for w in set(gt2.split()) if w in pred_tokens)
     scores = {
         "recall": recall,
         "precision": precision,
@@ -125,7 +130,7 @@ def open_scores(prediction: object, ground_truth: object,
         "substring": float(gt in pred),
     }
     if candidates:
-        scores["candidate_accuracy"] = float(_choose_candidate(pred, normalize_candidates(candidates)) == gt)
+        scores["candidate_accuracy"] = float(_choose_candidate(pred2, normalize_candidates(candidates)) == gt2)
     return scores
 
 

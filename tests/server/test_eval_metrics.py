@@ -114,21 +114,25 @@ def test_open_scores_empty_prediction():
                  "llava_med_exact_match": 0.0, "substring": 0.0}
 
 
-def test_open_scores_normalise_once():
-    # LLaVA-Med's run_eval.py normalises each side once, then scores the normalised strings. normalize_answer
-    # deletes at most 32 periods (re.UNICODE passed as `count`): '.' * 40 + 'liver' -> '.' * 8 + 'liver', one
-    # token that is not 'liver'. So no shared token: precision = recall = f1 = 0, exact match 0, the reference's
-    # exact match 0/1 = 0; but 'liver' is a substring of '........liver': substring 1. A second normalisation
-    # would strip the 8 periods left and wrongly score 1 everywhere.
+def test_open_scores_normalise_as_often_as_the_reference():
+    # LLaVA-Med's run_eval.py (b9a98a7) normalises each side once in evaluate(), then calculate_f1score,
+    # calculate_exactmatch and calculate_appearance_with_normalization normalise their inputs again.
+    # normalize_answer deletes at most 32 periods (re.UNICODE passed as `count`), so once:
+    # '.' * 40 + 'liver' -> '.' * 8 + 'liver', and twice -> 'liver'.
     pred = "." * 40 + "liver"
     assert normalize_answer(pred) == "." * 8 + "liver"
-    assert open_scores(pred, "liver") == {"recall": 0.0, "precision": 0.0, "f1": 0.0, "exact_match": 0.0,
-                                          "llava_med_exact_match": 0.0, "substring": 1.0}
-    # Candidate matching: the prediction's one token covers no word of "liver"; "........liver" does not
-    # reach the candidates normalised once either, so the first candidate wins at 0 and the answer is wrong.
+    assert normalize_answer(normalize_answer(pred)) == "liver"
+    # Twice-normalised 'liver' vs 'liver': precision = recall = f1 = 1, the reference's exact match 1/1 = 1.
+    # Ours (exact_match) compares the once-normalised strings: '........liver' != 'liver' -> 0. The open
+    # substring is run_eval_batch.py's, on once-normalised strings: 'liver' in '........liver' -> 1.
+    assert open_scores(pred, "liver") == {"recall": 1.0, "precision": 1.0, "f1": 1.0, "exact_match": 0.0,
+                                          "llava_med_exact_match": 1.0, "substring": 1.0}
+    # Candidates are normalised once (inside calculate_appearance_with_normalization), the prediction twice:
+    # 'liver' covers all of "liver" and none of "kidney" -> "liver" == the twice-normalised ground truth -> 1.
+    # choose_candidate on the raw prediction normalises it once: '........liver' covers nothing -> the first.
     cands = ["kidney", "liver"]
     assert choose_candidate(pred, cands) == "kidney"
-    assert open_scores(pred, "liver", cands)["candidate_accuracy"] == 0.0
+    assert open_scores(pred, "liver", cands)["candidate_accuracy"] == 1.0
 
 
 def test_candidate_accuracy():
