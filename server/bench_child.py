@@ -34,6 +34,7 @@ def run_request(generator: Any, processor: Any, preparer: Any, upload: bytes, qu
     text: image decode + preprocess (cached by content), prompt tokens, the engine check and layout
     (image hash), then the stream up to its first token. Adds image_prep_ms and request_ttft_ms."""
     from server.runtime.request import GenerationParams
+    from server.runtime.results import ms
 
     t0 = time.perf_counter()
     _, pixels = preparer(upload)
@@ -48,8 +49,8 @@ def run_request(generator: Any, processor: Any, preparer: Any, upload: bytes, qu
     if ids != expected_ids:
         raise BenchError("the bundle's processor gave other prompt ids than the prepared inputs")
     out = _metrics(stream.result, new_tokens)
-    out["image_prep_ms"] = round((t_prep - t0) * 1000.0, 3)
-    out["request_ttft_ms"] = round((t_first - t0) * 1000.0, 3)
+    out["image_prep_ms"] = ms(t_prep - t0)
+    out["request_ttft_ms"] = ms(t_first - t0)
     return out
 
 
