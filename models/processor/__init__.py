@@ -4,6 +4,7 @@ Runs on Python 3.8 with numpy, Pillow and `tokenizers` only (the Jetson image ha
 """
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
@@ -30,10 +31,6 @@ class Processor:
             self.tokenizer = TextTokenizer.from_file(tokenizer, eos_token=self.template.stop_str)
 
     @property
-    def stop_str(self) -> str:
-        return self.template.stop_str
-
-    @property
     def eos_id(self) -> int:
         return self.tokenizer.eos_id
 
@@ -41,12 +38,16 @@ class Processor:
     def bos_id(self) -> Optional[int]:
         return self.tokenizer.bos_id
 
-    def prompt(self, question: str, history: Optional[Sequence[Turn]] = None) -> str:
-        return self.template.prompt(question, history)
+    def prompt(self, question: str, history: Optional[Sequence[Turn]] = None,
+               system: Optional[str] = None) -> str:
+        """The prompt text; `system`, when given, replaces the template's system text."""
+        template = self.template if system is None else dataclasses.replace(self.template, system=system)
+        return template.prompt(question, history)
 
-    def prompt_ids(self, question: str, history: Optional[Sequence[Turn]] = None) -> List[int]:
+    def prompt_ids(self, question: str, history: Optional[Sequence[Turn]] = None,
+                   system: Optional[str] = None) -> List[int]:
         """Token ids of the prompt, with IMAGE_TOKEN_INDEX (-200) where the image embeddings go."""
-        return self.tokenizer.encode_with_image(self.prompt(question, history), IMAGE_TOKEN_INDEX)
+        return self.tokenizer.encode_with_image(self.prompt(question, history, system), IMAGE_TOKEN_INDEX)
 
     def pixels(self, image: ImageInput) -> np.ndarray:
         """pixel_values float32 [1, 3, S, S] for a PIL image or encoded image bytes."""

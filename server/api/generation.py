@@ -18,7 +18,6 @@ from typing import Any, AsyncIterator, Dict, List, Optional, Sequence, Tuple
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from models.config import IMAGE_TOKEN_INDEX
 from models.processor.templates import Turn
 from server.admission import FINISHED, Job, Overloaded, Ticket
 from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
@@ -108,12 +107,7 @@ def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversa
     pipeline = service.pipeline
     assert pipeline is not None
     image, pixels = pipeline.images(data, frame)  # cached by the bytes' sha256: follow-ups skip decoding
-    processor = pipeline.processor
-    if conv.system is None:
-        ids = processor.prompt_ids(conv.question, conv.history)
-    else:
-        template = dataclasses.replace(processor.template, system=conv.system)
-        ids = processor.tokenizer.encode_with_image(template.prompt(conv.question, conv.history), IMAGE_TOKEN_INDEX)
+    ids = pipeline.processor.prompt_ids(conv.question, conv.history, conv.system)
     # Checks the prompt against the engine now (ContextLengthError -> 400); the worker runs this layout.
     layout = pipeline.runtime.generator.prepare(ids, pixels)
     return Prepared(layout, image, ms(time.perf_counter() - t0))

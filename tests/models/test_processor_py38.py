@@ -153,6 +153,16 @@ def test_phi_prompt_ids_follow_llava(phi_tokenizer_json: str, question, history)
     assert raw.decode(got[cut + 1:], skip_special_tokens=False) == tail
 
 
+def test_system_text_replaces_the_templates(phi_tokenizer_json: str) -> None:
+    proc = Processor(preset("tiny-phi"), phi_tokenizer_json)
+    system = "You are a careful radiologist."
+    prompt = proc.prompt("Is there a fracture?", [("What is this?", "An X-ray.")], system)
+    assert prompt.startswith(system + " USER: <image>\n") and VICUNA not in prompt
+    assert proc.prompt("Is there a fracture?").startswith(VICUNA + " ")
+    want = proc.tokenizer.encode_with_image(prompt, IMAGE_TOKEN_INDEX)
+    assert proc.prompt_ids("Is there a fracture?", [("What is this?", "An X-ray.")], system) == want
+
+
 def test_decode_skips_specials_and_sentinels(phi_tokenizer_json: str) -> None:
     tok = TextTokenizer.from_file(phi_tokenizer_json)
     ids = tok.encode("The liver is normal.<|endoftext|>")
