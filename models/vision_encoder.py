@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from models.config import VisionConfig
-from models.layers import FeedForward, attend
+from models.layers import FeedForward, attend, split_heads
 
 
 class VisionAttention(nn.Module):
@@ -24,13 +24,10 @@ class VisionAttention(nn.Module):
         self.out_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
-        b, n, _ = x.shape
-        q = self.q_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
+        q = split_heads(self.q_proj(x), self.num_heads, self.head_dim)
+        k = split_heads(self.k_proj(x), self.num_heads, self.head_dim)
+        v = split_heads(self.v_proj(x), self.num_heads, self.head_dim)
         return self.out_proj(attend(q, k, v, None, self.scale, num_kv_heads=self.num_heads))
-
-
 
 
 class VisionEncoderLayer(nn.Module):
