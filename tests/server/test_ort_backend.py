@@ -6,8 +6,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from tokenizers import Tokenizer
 
-pytest.importorskip("onnx")  # building graphs needs onnx, which the Python 3.8 (Jetson) venv lacks
+onnx = pytest.importorskip("onnx")  # building graphs needs onnx, which the Python 3.8 (Jetson) venv lacks
+
+from onnx import numpy_helper  # noqa: E402
 
 from models.config import IMAGE_TOKEN_INDEX, ModelConfig, TextConfig, VisionConfig  # noqa: E402
 from server.bundle import BundleError, GraphSpec, Manifest, TensorSpec, write_manifest  # noqa: E402
@@ -151,8 +154,21 @@ def test_load_runtime_end_to_end(tmp_path: Path) -> None:
     assert isinstance(rt.embed_tokens, np.memmap)
     px = np.random.default_rng(3).normal(size=(1, 3, 8, 8)).astype(np.float32)
     r = rt.generator.generate([1, 5, IMAGE_TOKEN_INDEX, 7], px, GenerationParams(max_tokens=5, ignore_eos=True))
-    assert len(r.output_ids) == 5 and r.timings.prompt_tokens == 7
-    assert r.text == rt.tokenizer.decode(r.output_ids)
+    assert r.timings.prompt_tokens == 7
+    # Independently: the stub's logits are inputs_embeds[:, -1] @ W + sum(past_mask) (onnx_stubs.py),
+    # and the constant does not move the argmax, so greedy decoding takes argmax(E[previous] @ W),
+    # starting from the last prompt token (7), with W read back from the bundle's decoder.onnx.
+    inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(tmp_path / "decoder.onnx")).graph.initializer}
+    w, table = inits["W"], np.load(tmp_path / "embed_tokens.npy")
+    expected, previous = [], 7
+    for _ in range(5):
+        logits = table[previous] @ w
+        top2 = np.sort(logits)[-2:]
+        assert top2[1] - top2[0] > 1e-3  # a clear winner: the constant offset and rounding cannot change it
+        previous = int(np.argmax(logits))
+        expected.append(previous)
+    assert r.output_ids == expected
+    assert r.text == Tokenizer.from_file(str(tmp_path / "tokenizer.json")).decode(expected)
 
 
 def test_load_runtime_refuses_an_altered_bundle(tmp_path: Path) -> None:
