@@ -136,11 +136,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def _processor(rt: Any) -> Any:
-    """The bundle's processor (reads tokenizer.json once)."""
-    from models.processor import Processor
+    """The bundle's processor over the tokenizer the runtime loaded, built as BundlePipeline builds it."""
+    from models.processor import Processor, TextTokenizer
+    from models.processor.templates import get_template
 
     m = rt.manifest
-    return Processor(m.model, Path(rt.bundle_dir) / m.tokenizer["file"], template=m.template)
+    tokenizer = TextTokenizer(rt.tokenizer, eos_token=get_template(m.template).stop_str)
+    return Processor(m.model, tokenizer, template=m.template)
 
 
 def _preparer(processor: Any) -> Any:
