@@ -69,14 +69,19 @@ def test_png_bomb_is_refused_before_decoding(main_server: ServerProcess) -> None
     assert proc.memory_info().rss - rss0 < 50 * 1024 * 1024
 
 
-@pytest.mark.parametrize("name", ["MR_truncated.dcm", "rtplan_truncated.dcm", "badVR.dcm",
-                                  "meta_missing_tsyntax.dcm", "no_meta.dcm"])
-def test_pydicom_corrupt_files(main_server: ServerProcess, name: str) -> None:
+# What each of pydicom's damaged files is: the status, code and a word of the message a client gets.
+@pytest.mark.parametrize("name,status,code,words", [
+    ("MR_truncated.dcm", 422, "image_truncated", "truncated"),  # pixel data 62 bytes short
+    ("rtplan_truncated.dcm", 422, "dicom_no_pixel_data", "no pixel data"),  # an RT plan: nothing to show
+    ("badVR.dcm", 422, "dicom_invalid", "NumberOfFrames"),  # an RT dose whose NumberOfFrames is not a number
+    ("meta_missing_tsyntax.dcm", 422, "dicom_invalid", "Rows"),  # pixel data but no Rows
+    ("no_meta.dcm", 415, "image_unsupported_format", "preamble"),  # no 128-byte preamble and 'DICM'
+])
+def test_pydicom_corrupt_files(main_server: ServerProcess, name: str, status: int, code: str, words: str) -> None:
     path = pydicom_data.get_testdata_file(name)
     with open(path, "rb") as f:
         r = post_image(main_server, f.read(), name)
-    assert 400 <= r.status_code < 500
-    check_error(r, r.status_code)
+    check_error(r, status, code, words)
 
 
 def test_deflated_dicom(main_server: ServerProcess) -> None:
