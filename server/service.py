@@ -68,8 +68,8 @@ class Service:
         try:
             t0 = time.perf_counter()
             pipeline = BundlePipeline(self.bundle_dir, image_limits=self.settings.image_limits)
-            generators = [pipeline.runtime.generator] + [_sibling(pipeline.runtime.generator)
-                                                         for _ in range(s.max_concurrency - 1)]
+            first = pipeline.runtime.generator
+            generators = [first] + [first.sibling() for _ in range(s.max_concurrency - 1)]
             for g in generators:
                 _warm_up(pipeline, g)
             if s.warmup_delay > 0:
@@ -84,14 +84,6 @@ class Service:
             self.status = FAILED
             self.error = "%s: %s" % (type(e).__name__, e)
             log.error("the bundle could not be loaded: %s", self.error)
-
-
-def _sibling(generator: Generator) -> Generator:
-    """Another generator on the same engine (own KV cache and image cache) for one more worker."""
-    return Generator(generator.engine, generator.embed_tokens, generator.tokenizer,
-                     eos_token_id=generator.eos_token_id, stop_token_ids=generator.stop_token_ids,
-                     image_cache_size=generator.image_cache.capacity, prefix_reuse=generator.prefix_reuse,
-                     prefill_chunk=generator.prefill_chunk)
 
 
 def _warm_up(pipeline: BundlePipeline, generator: Generator) -> None:

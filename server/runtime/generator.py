@@ -126,6 +126,13 @@ class Generator:
             pass
         return stream.result
 
+    def sibling(self) -> "Generator":
+        """Another generator over the same engine, embedding table, tokenizer and options, with its
+        own KV cache and image cache: one more worker for the same bundle."""
+        return Generator(self.engine, self.embed_tokens, self.tokenizer, eos_token_id=self.eos_token_id,
+                         stop_token_ids=self.stop_token_ids, image_cache_size=self.image_cache.capacity,
+                         prefix_reuse=self.prefix_reuse, prefill_chunk=self.prefill_chunk)
+
     def reset(self) -> None:
         """Forget the cached prefix (the next request prefills everything)."""
         self.cache.reset()

@@ -157,6 +157,24 @@ def test_prepared_layout_runs_on_another_generator_like_the_ids() -> None:
         _gen(ToyEngine(max_context=4)).prepare([1, IMG, 2, 3], px)
 
 
+def test_sibling_answers_alike_with_its_own_caches() -> None:
+    """The service's extra workers: same engine, table and options, a KV cache and image cache of their own."""
+    px = _pixels(11)
+    eng = ToyEngine()
+    gen = _gen(eng, stop_token_ids=[9], image_cache_size=3, prefill_chunk=4)
+    a = gen.generate([1, IMG, 2, 3], px, GREEDY)
+    twin = gen.sibling()
+    assert twin.engine is eng and twin.embed_tokens is gen.embed_tokens and twin.tokenizer is gen.tokenizer
+    assert (twin.stop_token_ids, twin.image_cache.capacity, twin.prefill_chunk) == ((9,), 3, 4)
+    assert gen.cached_length > 0 and twin.cached_length == 0 and len(twin.image_cache) == 0
+    b = twin.generate([1, IMG, 2, 3], px, GREEDY)
+    assert b.output_ids == a.output_ids
+    np.testing.assert_array_equal(b.logits, a.logits)
+    assert (b.timings.cached_tokens, b.timings.images_encoded) == (0, 1) and eng.image_calls == 2
+    twin.reset()
+    assert twin.cached_length == 0 and gen.cached_length > 0
+
+
 def test_params_take_a_lone_stop_string_or_id() -> None:
     p = GenerationParams(stop="###", stop_token_ids=7)  # type: ignore[arg-type]
     assert p.stop == ("###",) and p.stop_token_ids == (7,)
