@@ -18,10 +18,12 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
+from server.runtime.pipeline import BundlePipeline
 from tests.server.service_process import DEFAULT_BUNDLE, ROOT, ServerProcess, serving, sse_events
 
 README = ROOT / "README.md"
 README_ADDRESS = "127.0.0.1:8000"
+SAMPLE_IMAGE = ROOT / "models" / "assets" / "sample_ct.png"  # the image every example uploads
 _SECTION = re.compile(r"<!-- curl-examples.*?-->(.*?)<!-- /curl-examples -->", re.S)
 _BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
@@ -53,6 +55,12 @@ def readme_server(service_log_dir: Path) -> Iterator[ServerProcess]:
     server = ServerProcess(service_log_dir, bundle=DEFAULT_BUNDLE, port=8000 if _port_8000_free() else None)
     with serving(server):
         yield server
+
+
+@pytest.fixture(scope="module")
+def reference() -> BundlePipeline:
+    """The runtime's own path on the same bundle, in this process: the answer the examples must give."""
+    return BundlePipeline(DEFAULT_BUNDLE)
 
 
 @pytest.fixture(scope="module")
@@ -101,13 +109,20 @@ def test_readme_has_the_examples() -> None:
     assert all(README_ADDRESS in b for b in blocks)
 
 
-def test_multipart_example(readme_server: ServerProcess, model_id: str) -> None:
+def test_multipart_example(readme_server: ServerProcess, model_id: str, reference: BundlePipeline) -> None:
     (block,) = [b for b in readme_examples() if "-F image=@" in b]
+    assert "-F image=@models/assets/sample_ct.png" in block and '-F question="Is there a fracture?"' in block
+    assert "max_tokens" not in block  # so the server's default, 256 (server/settings.py), applies
     body = json.loads(run_example(readme_server, block))
-    assert isinstance(body["answer"], str) and body["answer"] == body["answer"].strip()
-    assert body["model"] == model_id and body["finish_reason"] in ("stop", "length")
+    expected = reference.ask(SAMPLE_IMAGE.read_bytes(), "Is there a fracture?", max_tokens=256)
+    assert body["answer"] == expected["answer"]
+    assert body["model"] == model_id and body["finish_reason"] == expected["finish_reason"]
     assert body["image"]["format"] == "png"
     _check_usage(body["usage"])
+    assert body["usage"]["prompt_tokens"] == expected["timings"]["prompt_tokens"]
+    # completion_tokens counts a stop token too; output_token_ids does not
+    assert body["usage"]["completion_tokens"] == (len(expected["output_token_ids"])
+                                                  + (expected["finish_reason"] == "stop"))
 
 
 def test_streamed_json_example(readme_server: ServerProcess, model_id: str) -> None:
@@ -123,15 +138,22 @@ def test_streamed_json_example(readme_server: ServerProcess, model_id: str) -> N
     _check_usage(final["usage"])
 
 
-def test_chat_completions_example(readme_server: ServerProcess, model_id: str) -> None:
+def test_chat_completions_example(readme_server: ServerProcess, model_id: str, reference: BundlePipeline) -> None:
     (block,) = [b for b in readme_examples() if "/v1/chat/completions" in b]
+    # One user message: a single text part and the sample image, no system message, no history.
+    assert '"max_tokens": 16' in block and block.count('"role"') == 1 and '"role": "user"' in block
+    assert '{"type": "text", "text": "What imaging modality was used?"}' in block
+    assert "base64 -w0 models/assets/sample_ct.png" in block
     body = json.loads(run_example(readme_server, block))
     assert body["object"] == "chat.completion" and body["model"] == model_id
+    expected = reference.ask(SAMPLE_IMAGE.read_bytes(), "What imaging modality was used?", max_tokens=16)
     choice = body["choices"][0]
-    assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
-    assert choice["finish_reason"] in ("stop", "length")
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"].strip() == expected["answer"]
+    assert choice["finish_reason"] == expected["finish_reason"]
     assert body["usage"]["completion_tokens"] <= 16  # "max_tokens": 16
     _check_usage(body["usage"])
+    assert body["usage"]["prompt_tokens"] == expected["timings"]["prompt_tokens"]
 
 
 def test_health_models_metrics_system_example(readme_server: ServerProcess, model_id: str) -> None:
