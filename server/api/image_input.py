@@ -75,14 +75,14 @@ def fetch_remote(url: str, prefixes: List[str], max_bytes: int, timeout: float, 
 async def image_bytes(settings: Settings, value: str, param: str, bare_base64: bool = True) -> bytes:
     """The bytes an `image` field or `image_url.url` names: a data URL, bare base64, or an allowed URL."""
     s = settings
-    if not bare_base64 and not is_remote(value) and value[:5].lower() != "data:":
-        raise APIError(400, "%s must be a data URL (data:image/png;base64,...) or an http(s) URL" % param,
-                       "invalid_image_url", param=param)
     if is_remote(value):
         return await run_in_threadpool(fetch_remote, value, s.remote_image_prefixes, s.max_image_bytes,
                                        s.remote_image_timeout, param)
     if value[:5].lower() == "data:":
         return from_data_url(value, s.max_image_bytes, param)
+    if not bare_base64:
+        raise APIError(400, "%s must be a data URL (data:image/png;base64,...) or an http(s) URL" % param,
+                       "invalid_image_url", param=param)
     return decode_base64(value, s.max_image_bytes, param)
 
 
