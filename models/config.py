@@ -6,7 +6,7 @@ on Python 3.8 without PyTorch.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Tuple
 
 # Image token sentinel that LLaVA/TinyLLaVA put in prompt ids where the image goes
@@ -255,5 +255,5 @@ def preset_names() -> List[str]:
 
 __all__ = [
     "IMAGE_TOKEN_INDEX", "ConfigError", "VisionConfig", "TextConfig", "ImageConfig", "ModelConfig",
-    "PRESETS", "preset", "preset_names", "default_image_config", "field",
+    "PRESETS", "preset", "preset_names", "default_image_config",
 ]

@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Type
 import torch
 from torch import Tensor, nn
 
-from models.config import IMAGE_TOKEN_INDEX, ConfigError, ModelConfig
+from models.config import IMAGE_TOKEN_INDEX, ModelConfig
 from models.connector import build_connector
 from models.llama import LlamaModel
 from models.phi import PhiModel
@@ -101,8 +101,6 @@ class LlavaModel(nn.Module):
 def build_model(cfg: ModelConfig, device: str = "cpu", dtype: torch.dtype = torch.float32) -> LlavaModel:
     """A LlavaModel in eval mode. On "meta" nothing is allocated: load weights with
     `load_state_dict(state, assign=True)` (the model has no buffers that assignment would leave behind)."""
-    if cfg.vision.family not in VISION_TOWERS or cfg.text.family not in TEXT_MODELS:
-        raise ConfigError("no model code for vision %r + text %r" % (cfg.vision.family, cfg.text.family))
     with torch.device(device):
         model = LlavaModel(cfg)
     return model.to(dtype=dtype).eval()

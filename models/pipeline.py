@@ -8,7 +8,6 @@ from typing import Any, Dict, Optional, Sequence, Union
 import torch
 
 from models.checkpoint.reader import model_from_checkpoint, read_checkpoint
-from models.config import ModelConfig
 from models.generate import generate
 from models.processor import Processor, TextTokenizer
 from models.processor.image import ImageInput
@@ -26,10 +25,6 @@ class TorchPipeline:
         self.config = self.config.replace(template=template) if template else self.config
         self.processor = Processor(self.config, TextTokenizer(ckpt.load_tokenizer()))
         self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
-
-    @property
-    def model_config(self) -> ModelConfig:
-        return self.config
 
     def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
             temperature: float = 0.0, top_p: float = 1.0, top_k: int = 0, seed: Optional[int] = None,

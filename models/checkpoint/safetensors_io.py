@@ -8,6 +8,7 @@ larger than RAM can be generated.
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -163,7 +164,7 @@ def write_file(path: Path, entries: Sequence[Tuple[str, Shape]], dtype: torch.dt
     header: Dict[str, object] = {"__metadata__": dict(metadata or {"format": "pt"})}
     offset = 0
     for name, shape in entries:
-        nbytes = _numel(shape) * itemsize
+        nbytes = math.prod(shape) * itemsize
         header[name] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
         offset += nbytes
     raw = json.dumps(header, separators=(",", ":")).encode("utf-8")
@@ -189,7 +190,7 @@ def plan_shards(entries: Sequence[Tuple[str, Shape]], itemsize: int, max_shard_b
     shards: List[List[Tuple[str, Shape]]] = [[]]
     size = 0
     for entry in entries:
-        nbytes = _numel(entry[1]) * itemsize
+        nbytes = math.prod(entry[1]) * itemsize
         if shards[-1] and size + nbytes > max_shard_bytes:
             shards.append([])
             size = 0
@@ -215,15 +216,8 @@ def write_checkpoint_files(directory: Path, entries: Sequence[Tuple[str, Shape]]
         write_file(path, shard, dtype, produce, on_tensor)
         paths.append(path)
         weight_map.update({name: path.name for name, _ in shard})
-    total = sum(_numel(s) for _, s in entries) * itemsize
+    total = sum(math.prod(s) for _, s in entries) * itemsize
     with open(directory / INDEX_NAME, "w", encoding="utf-8") as f:
         json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
         f.write("\n")
     return paths
-
-
-def _numel(shape: Sequence[int]) -> int:
-    n = 1
-    for d in shape:
-        n *= d
-    return n

@@ -27,12 +27,6 @@ def param_spec(cfg: ModelConfig, used_only: bool) -> Spec:
     return spec
 
 
-def unused_names(cfg: ModelConfig) -> Dict[str, Shape]:
-    """The tensors that param_spec(used_only=False) adds: shape-checked on read, then dropped."""
-    used = param_spec(cfg, used_only=True)
-    return {k: v for k, v in param_spec(cfg, used_only=False).items() if k not in used}
-
-
 def _vision_spec(v: VisionConfig, used_only: bool) -> Spec:
     h, i, p = v.hidden_size, v.intermediate_size, v.patch_size
     pre = "vision_tower."
@@ -121,13 +115,3 @@ def _linear(name: str, out_features: int, in_features: int, bias: bool) -> Spec:
     if bias:
         spec[name + ".bias"] = (out_features,)
     return spec
-
-
-def num_params(spec: Spec) -> int:
-    total = 0
-    for shape in spec.values():
-        n = 1
-        for d in shape:
-            n *= d
-        total += n
-    return total

@@ -4,15 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from models.checkpoint.layouts import LAYOUTS
 from models.config import preset_names
-
-FORMATS = ("llava", "factory", "hf")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("out", help="output directory (created; must be empty or absent)")
     p.add_argument("--preset", required=True, choices=preset_names(), help="model shape")
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
+    p.add_argument("--format", required=True, choices=LAYOUTS, dest="fmt",
                    help="llava: LLaVA/bczhou as TinyLLaVA-Med ships; factory: TinyLLaVA_Factory; "
                         "hf: transformers LlavaForConditionalGeneration")
     p.add_argument("--seed", type=int, default=0, help="random seed (same seed, same weights)")
