@@ -16,9 +16,12 @@ pytest.importorskip("torch")
 pytest.importorskip("transformers")
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
+pytest.importorskip("safetensors")  # the export extra's, imported by models.checkpoint.writer
 
 from tokenizers import Tokenizer  # noqa: E402
 
+from engine_build.export import export_bundle  # noqa: E402
+from models.checkpoint.writer import make_checkpoint  # noqa: E402
 from models.config import preset  # noqa: E402
 from server import cli  # noqa: E402
 from server.bench_io import BenchError  # noqa: E402
@@ -33,11 +36,6 @@ VICUNA = ("A chat between a curious user and an artificial intelligence assistan
 
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Path, Path]:
-    try:
-        from engine_build.export import export_bundle
-        from models.checkpoint.writer import make_checkpoint
-    except ImportError as e:
-        pytest.skip("needs models.checkpoint.writer.make_checkpoint and engine_build.export.export_bundle: %s" % e)
     root = tmp_path_factory.mktemp("bench")
     ckpt = make_checkpoint(root / "ckpt", PRESET, "llava", seed=0)
     bundle = export_bundle(str(ckpt), str(root / "bundle"))
