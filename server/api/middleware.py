@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.api.errors import UNAVAILABLE, error_body
 from server.json_logs import ACCESS_LOGGER
 from server.runtime.results import ms
-from server.service import Service
+from server.service import DRAINING, Service
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 
@@ -74,7 +74,7 @@ class ServiceMiddleware:
         if not health:
             service.in_flight += 1
         try:
-            if not health and service.status == "draining":
+            if not health and service.status == DRAINING:
                 service.metrics.reject("draining")
                 fields["error_code"] = "draining"
                 await _send_error(tracked_send, 503, "the server is shutting down: retry on another instance or "
