@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from PIL import Image
 
@@ -47,6 +47,11 @@ class Service:
     @property
     def ready(self) -> bool:
         return self.status == READY
+
+    def queue_depth(self) -> Tuple[int, int]:
+        """(running, waiting) requests; (0, 0) before the model is loaded."""
+        adm = self.admission
+        return (adm.running, adm.waiting) if adm is not None else (0, 0)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._load, name="bundle-loader", daemon=True)

@@ -39,9 +39,7 @@ def _readiness(service: Service, detail: bool) -> JSONResponse:
     body = Readiness(status=service.status, model=service.model_id, error=service.error)
     if detail:
         body.uptime_s = round(time.time() - service.started, 3)
-        adm = service.admission
-        body.running = adm.running if adm is not None else 0
-        body.waiting = adm.waiting if adm is not None else 0
+        body.running, body.waiting = service.queue_depth()
     return JSONResponse(body.model_dump(exclude_none=True), status_code=200 if service.ready else 503)
 
 

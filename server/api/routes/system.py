@@ -66,12 +66,12 @@ class SystemInfo(BaseModel):
 @router.get("/v1/system", response_model=SystemInfo, responses=error_responses([401]), summary="Host telemetry")
 async def system(service: ServiceDep) -> SystemInfo:
     snap = service.telemetry.snapshot()
-    adm = service.admission
+    running, waiting = service.queue_depth()
     pipeline = service.pipeline
     snap["service"] = {
         "status": service.status, "model": service.model_id,
         "providers": pipeline.runtime.engine.providers if pipeline is not None else {},
-        "running": adm.running if adm is not None else 0, "waiting": adm.waiting if adm is not None else 0,
+        "running": running, "waiting": waiting,
         "max_concurrency": service.settings.max_concurrency, "max_queue": service.settings.max_queue,
     }
     return SystemInfo.model_validate(snap)
