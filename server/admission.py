@@ -166,7 +166,7 @@ class Admission:
 
     def _update_gauges(self) -> None:  # holds self._lock
         self.metrics.running.set(self._running)
-        self.metrics.waiting.set(self._alive - self._running)
+        self.metrics.waiting.set(self.waiting)  # the property takes no lock
 
     def _start(self, job: Job) -> bool:
         with self._lock:
