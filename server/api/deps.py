@@ -29,7 +29,7 @@ def _digest(key: str) -> bytes:
 
 def key_id(key: str) -> str:
     """A key's fingerprint for the audit log: names which key was used without revealing it."""
-    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return _digest(key).hex()[:12]
 
 
 def match_key(given: str, keys: List[str]) -> Optional[str]:
