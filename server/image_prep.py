@@ -15,14 +15,14 @@ import numpy as np
 
 from models.processor import Processor
 from server.image_limits import ImageLimits
-from server.images import DecodedImage, decode_image
+from server.images import DEFAULT_LIMITS, DecodedImage, decode_image
 from server.runtime.lru import LRU
 
 
 class ImagePreparer:
     def __init__(self, processor: Processor, limits: Optional[ImageLimits] = None, capacity: int = 8) -> None:
         self.processor = processor
-        self.limits = limits or ImageLimits()
+        self.limits = limits or DEFAULT_LIMITS
         self._cache: "LRU[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = LRU(capacity)
 
     def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:
