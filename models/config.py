@@ -12,6 +12,9 @@ from typing import Any, Dict, List, Optional, Tuple
 # Image token sentinel that LLaVA/TinyLLaVA put in prompt ids where the image goes
 # (LLaVA `constants.py`: IMAGE_TOKEN_INDEX = -200).
 IMAGE_TOKEN_INDEX = -200
+# The prompt-text marker for the image (LLaVA `constants.py`: DEFAULT_IMAGE_TOKEN; also transformers
+# LlavaProcessor's default image_token): prompts are split on it and IMAGE_TOKEN_INDEX goes in between.
+IMAGE_TOKEN = "<image>"
 
 SIGLIP_MEAN = (0.5, 0.5, 0.5)  # google/siglip-so400m-patch14-384 preprocessor_config.json
 SIGLIP_STD = (0.5, 0.5, 0.5)
@@ -254,6 +257,6 @@ def preset_names() -> List[str]:
 
 
 __all__ = [
-    "IMAGE_TOKEN_INDEX", "ConfigError", "VisionConfig", "TextConfig", "ImageConfig", "ModelConfig",
+    "IMAGE_TOKEN", "IMAGE_TOKEN_INDEX", "ConfigError", "VisionConfig", "TextConfig", "ImageConfig", "ModelConfig",
     "PRESETS", "preset", "preset_names", "default_image_config",
 ]

@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import Any, Dict, Optional
 
 from models.checkpoint.config_read import KNOWN_TOWERS
-from models.config import ModelConfig, TextConfig, VisionConfig
+from models.config import IMAGE_TOKEN, IMAGE_TOKEN_INDEX, ModelConfig, TextConfig, VisionConfig
 from models.processor.templates import get_template
 
 _LLAVA_ARCH = {"llama": ("TinyLlavaLlamaForCausalLM", "tiny_llava"), "phi": ("TinyLlavaPhiForCausalLM", "tiny_llava_phi")}
@@ -86,7 +86,8 @@ def factory_json(cfg: ModelConfig, pad_token: str, dtype: str) -> Dict[str, Any]
         "llm_model_name_or_path": _TEXT_MODEL[t.family], "tokenizer_name_or_path": _TEXT_MODEL[t.family],
         "vision_model_name_or_path": _TOWER_MODEL[v.family], "vision_model_name_or_path2": "",
         "connector_type": cfg.connector, "hidden_size": t.hidden_size, "vocab_size": t.vocab_size,
-        "ignore_index": -100, "image_token_index": -200, "pad_token": pad_token, "pad_token_id": t.pad_token_id,
+        "ignore_index": -100, "image_token_index": IMAGE_TOKEN_INDEX, "pad_token": pad_token,
+        "pad_token_id": t.pad_token_id,
         "tokenizer_padding_side": "right", "tokenizer_model_max_length": t.max_position_embeddings,
         "text_config": text_json(t), "vision_config": vision_json(v), "vision_hidden_size": v.hidden_size,
         "vision_feature_layer": v.feature_layer,
@@ -144,7 +145,7 @@ def image_processor_json(cfg: ModelConfig) -> Dict[str, Any]:
 def processor_json(cfg: ModelConfig) -> Dict[str, Any]:
     """processor_config.json as LlavaProcessor.save_pretrained (5.x) writes it."""
     return {
-        "processor_class": "LlavaProcessor", "image_processor": image_processor_json(cfg), "image_token": "<image>",
+        "processor_class": "LlavaProcessor", "image_processor": image_processor_json(cfg), "image_token": IMAGE_TOKEN,
         "patch_size": cfg.vision.patch_size, "vision_feature_select_strategy": hf_strategy(cfg.vision),
         "num_additional_image_tokens": 1 if cfg.vision.has_cls else 0,
     }
@@ -160,7 +161,8 @@ def chat_template(template_name: str) -> str:
     tpl = get_template(template_name)
     user, assistant = (_jinja_str(r + ": ") for r in tpl.roles)
     sep, sep2 = _jinja_str(tpl.sep), _jinja_str(tpl.sep2)
-    images = "{%- for item in message['content'] if item['type'] == 'image' -%}{{- '<image>\\n' -}}{%- endfor -%}"
+    images = ("{%- for item in message['content'] if item['type'] == 'image' -%}{{- '" + IMAGE_TOKEN + "\\n' -}}"
+              "{%- endfor -%}")
     texts = "{%- for item in message['content'] if item['type'] == 'text' -%}{{- item['text'] -}}{%- endfor -%}"
     content = "{%- if message['content'] is string -%}{{- message['content'] -}}{%- else -%}"
     return "".join([

@@ -15,7 +15,6 @@ from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, 
 
 from models.checkpoint.errors import CorruptCheckpointError, TokenizerNotFoundError
 
-IMAGE_TOKEN = "<image>"  # transformers LlavaProcessor's default image_token
 _CONVERTER_VERSION = "1"  # part of the cache key: bump when convert_sentencepiece changes its output
 
 

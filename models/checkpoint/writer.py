@@ -23,8 +23,7 @@ from models.checkpoint import config_write as cw
 from models.checkpoint.layouts import LAYOUT_TABLES, TOWER_DIR, to_checkpoint
 from models.checkpoint.safetensors_io import write_checkpoint_files
 from models.checkpoint.spec import param_spec
-from models.checkpoint.tokenizer_files import IMAGE_TOKEN
-from models.config import ModelConfig
+from models.config import IMAGE_TOKEN, ModelConfig
 from models.config import preset as get_preset
 from models.tokenizer_build import ENDOFTEXT, convert_sentencepiece, train_bpe, train_sentencepiece
 

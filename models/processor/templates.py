@@ -9,10 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from models.config import ConfigError
+from models.config import IMAGE_TOKEN, ConfigError
 
-# LLaVA constants.py: DEFAULT_IMAGE_TOKEN. The prompt is split on it and -200 goes in between.
-IMAGE_MARKER = "<image>"
+IMAGE_MARKER = IMAGE_TOKEN  # the public name in models.processor
 
 _VICUNA_SYSTEM = (  # LLaVA / TinyLLaVA conversation.py: conv_vicuna_v1 (and TinyLLaVA conv_phi_v0)
     "A chat between a curious user and an artificial intelligence assistant. "

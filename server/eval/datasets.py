@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Union
 
+from models.config import IMAGE_TOKEN
 from server.eval.errors import DatasetError
 
 DATASETS = ("vqa-rad", "slake", "pathvqa", "llava-med")
@@ -184,7 +185,7 @@ def load_llava_med(data: PathLike, split: str = "test") -> List[EvalItem]:
             qid=str(qid),
             qid_value=qid,
             image_path=image_root / str(_field(rec, "image", path, i)),
-            question=str(human.get("value", "")).replace("<image>", "").strip(),
+            question=str(human.get("value", "")).replace(IMAGE_TOKEN, "").strip(),
             answer=_answer_text(gpt.get("value", "")),
             answer_type=_answer_type(_field(rec, "answer_type", path, i), path, i),
             question_type=_optional(rec.get("question_type")),
