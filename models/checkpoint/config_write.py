@@ -106,10 +106,8 @@ def hf_strategy(v: VisionConfig) -> str:
 
 
 def hf_json(cfg: ModelConfig, image_token_id: int, dtype: str) -> Dict[str, Any]:
-    """transformers LlavaConfig (5.24 field names)."""
-    if cfg.connector != "mlp2x_gelu":
-        raise ValueError("LlavaForConditionalGeneration has only the Linear+GELU+Linear projector; connector %r "
-                         "cannot be written in the hf layout" % cfg.connector)
+    """transformers LlavaConfig (5.24 field names). Only for the mlp2x_gelu connector, the one projector
+    LlavaForConditionalGeneration has: make_checkpoint refuses the others before writing anything."""
     return {
         "architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
         "image_token_index": image_token_id, "image_seq_length": cfg.num_image_tokens,

@@ -7,6 +7,7 @@ tower) is identical in both places.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -71,13 +72,14 @@ def make_checkpoint(out: Union[str, Path], preset: Union[str, ModelConfig], fmt:
     ids = write_tokenizer(out, cfg, fmt)
     cfg = replace(cfg, text=replace(cfg.text, bos_token_id=ids.bos, eos_token_id=ids.eos, pad_token_id=ids.pad))
     tower = cw.known_tower_name(cfg.vision) if fmt == "llava" else None
+    tower_dir = None
     if fmt == "llava" and tower is None:  # not a published tower: ship it beside the weights, as bczhou's 3.1B does
         tower = "%s_vision_tower" % cfg.vision.family
-        _write_weights(out, cfg, fmt, seed, DTYPES[dtype], max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, progress,
-                       tower_dir=out / tower)
-        _dump(out / tower / "config.json", cw.tower_dir_json(cfg.vision, dtype))
-    else:
-        _write_weights(out, cfg, fmt, seed, DTYPES[dtype], max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, progress)
+        tower_dir = out / tower
+    _write_weights(out, cfg, fmt, seed, DTYPES[dtype], max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, progress,
+                   tower_dir=tower_dir)
+    if tower_dir is not None:
+        _dump(tower_dir / "config.json", cw.tower_dir_json(cfg.vision, dtype))
 
     if fmt == "llava":
         _dump(out / "config.json", cw.llava_json(cfg, tower or "", ids.pad_token, dtype))
@@ -154,25 +156,20 @@ def write_tokenizer(out: Path, cfg: ModelConfig, fmt: str) -> TokenIds:
     """Train a tokenizer that fits the model's vocabulary and write the layout's tokenizer files."""
     t = cfg.text
     reserve = 1 if fmt == "hf" else 0  # the hf layout appends "<image>" after the base vocabulary
-    if t.family == "llama":
-        size = min(t.vocab_size - reserve, SENTENCEPIECE_MAX_VOCAB)
-        if fmt == "hf":
-            with tempfile.TemporaryDirectory() as tmp:
-                tok = convert_sentencepiece(train_sentencepiece(tmp, size), legacy=False)
+    # The hf layout ships only tokenizer.json (saved below), so the trainer's own files go to a scratch directory.
+    train_dir = tempfile.TemporaryDirectory() if fmt == "hf" else contextlib.nullcontext(out)
+    with train_dir as where:
+        if t.family == "llama":
+            size = min(t.vocab_size - reserve, SENTENCEPIECE_MAX_VOCAB)
+            tok = convert_sentencepiece(train_sentencepiece(where, size), legacy=False)
+            ids = TokenIds(bos=tok.token_to_id("<s>"), eos=tok.token_to_id("</s>"), pad=tok.token_to_id("<unk>"),
+                           unk="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>")  # TinyLLaVA pads with <unk>
         else:
-            tok = convert_sentencepiece(train_sentencepiece(out, size), legacy=False)
-        ids = TokenIds(bos=tok.token_to_id("<s>"), eos=tok.token_to_id("</s>"), pad=tok.token_to_id("<unk>"),
-                       unk="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<unk>")  # TinyLLaVA pads with <unk>
-    else:
-        size = min(t.vocab_size - reserve, BPE_MAX_VOCAB)
-        if fmt == "hf":
-            with tempfile.TemporaryDirectory() as tmp:
-                tok = Tokenizer.from_file(str(train_bpe(tmp, size)))
-        else:
-            tok = Tokenizer.from_file(str(train_bpe(out, size)))
-        eot = tok.token_to_id(ENDOFTEXT)
-        ids = TokenIds(bos=eot, eos=eot, pad=eot, unk=ENDOFTEXT, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,
-                       pad_token=ENDOFTEXT)  # Phi-2: <|endoftext|> is every special token
+            size = min(t.vocab_size - reserve, BPE_MAX_VOCAB)
+            tok = Tokenizer.from_file(str(train_bpe(where, size)))
+            eot = tok.token_to_id(ENDOFTEXT)
+            ids = TokenIds(bos=eot, eos=eot, pad=eot, unk=ENDOFTEXT, bos_token=ENDOFTEXT, eos_token=ENDOFTEXT,
+                           pad_token=ENDOFTEXT)  # Phi-2: <|endoftext|> is every special token
     if fmt == "hf":
         image_id = tok.get_vocab_size()
         tok.add_special_tokens([AddedToken(IMAGE_TOKEN, special=True, normalized=False)])
