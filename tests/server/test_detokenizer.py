@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from server.runtime.answer_text import AnswerText
 from server.runtime.detokenizer import IncrementalDetokenizer, byte_fallback_ids
+from server.runtime.stop import StopStrings
 from tests.server.tiny_tokenizers import byte_level, llama_style
 
 TEXTS = [
@@ -77,3 +79,27 @@ def test_leading_space_is_stripped_once_as_in_full_decode() -> None:
     ids = tok.encode("the left lung", add_special_tokens=False).ids
     deltas, _ = _stream(tok, ids)
     assert "".join(deltas) == tok.decode(ids) == "the left lung"
+
+
+@pytest.mark.parametrize("style", sorted(TOKENIZERS))
+@pytest.mark.parametrize("text", TEXTS)
+def test_answer_text_cuts_at_stop_strings_spanning_deltas(style: str, text: str) -> None:
+    # Every substring of up to 4 characters as the stop string: matches that start in text already
+    # streamed or held back, end inside a multi-byte character's run, or never complete.
+    tok = TOKENIZERS[style]()
+    ids = tok.encode(text, add_special_tokens=False).ids
+    byte_ids = byte_fallback_ids(tok)
+    for stop in sorted({text[i:i + n] for n in range(1, 5) for i in range(len(text) - n + 1)}):
+        stops = StopStrings([stop, "\x00never"])
+        answer = AnswerText(tok, stops, byte_ids)
+        streamed, matched = "", None
+        for i in ids:
+            delta, matched = answer.push(i)
+            streamed += delta
+            assert stop not in streamed
+            if matched is not None:
+                break
+        else:
+            delta, matched = answer.finish()
+            streamed += delta
+        assert (streamed, matched) == (answer.text, stop) == (text[:text.index(stop)], stop)
