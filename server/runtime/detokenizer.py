@@ -71,10 +71,6 @@ class IncrementalDetokenizer:
         self._text: List[str] = []
 
     @property
-    def ids(self) -> List[int]:
-        return list(self._ids)
-
-    @property
     def text(self) -> str:
         """All text emitted so far (stable)."""
         return "".join(self._text)

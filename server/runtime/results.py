@@ -48,11 +48,3 @@ class GenerationResult:
     timings: Timings = field(default_factory=Timings)
     stop: Optional[Union[int, str]] = None  # the stop token id or stop string that ended it
     logits: Optional[np.ndarray] = None  # [steps, V] float32 when return_logits; row i chose token i
-
-    @property
-    def prompt_tokens(self) -> int:
-        return self.timings.prompt_tokens
-
-    @property
-    def completion_tokens(self) -> int:
-        return self.timings.completion_tokens
