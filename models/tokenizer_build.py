@@ -12,6 +12,7 @@ from typing import Dict, List, Optional, Tuple, Union
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from models.checkpoint.tokenizer_files import byte_level
 from models.processor.templates import TEMPLATES
 
 PathLike = Union[str, Path]
@@ -168,10 +169,7 @@ def train_bpe(out_dir: PathLike, vocab_size: int) -> Path:
     base = 256 + 1  # byte alphabet + <|endoftext|>
     if vocab_size <= base:
         raise ValueError("vocab_size %d is too small for a byte-level BPE (more than %d needed)" % (vocab_size, base))
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # GPT-2 regex split, bytes -> chars
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok = byte_level(models.BPE())
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, min_frequency=1, special_tokens=[ENDOFTEXT],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,

@@ -81,16 +81,23 @@ def _from_sentencepiece(model_path: Path, cache_dir: Optional[Path]) -> Tokenize
 def bpe_from_vocab(directory: Path) -> Tokenizer:
     """A GPT-2 byte-level BPE (Phi-2's tokenizer) from vocab.json + merges.txt, with the tokens that
     added_tokens.json / tokenizer_config.json add, encoded as transformers' GPT2TokenizerFast does."""
-    tok = Tokenizer(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    tok = byte_level(models.BPE.from_file(str(directory / "vocab.json"), str(directory / "merges.txt")))
     for token, special, normalized in _added_tokens(directory):
         added = AddedToken(token, special=special, normalized=normalized)
         if special:
             tok.add_special_tokens([added])
         else:
             tok.add_tokens([added])
+    return tok
+
+
+def byte_level(bpe: models.BPE) -> Tokenizer:
+    """`bpe` with GPT-2's byte-level pipeline (Phi-2's): the GPT-2 regex split with bytes mapped to
+    chars, the matching decoder, and nothing added around encoded text."""
+    tok = Tokenizer(bpe)
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
     return tok
 
 
