@@ -14,7 +14,10 @@ from models.checkpoint.errors import CheckpointConfigError, UnsupportedCheckpoin
 from models.checkpoint.layouts import LLAVA_ARCHITECTURES
 from models.config import (
     CLIP_L336,
+    CONNECTOR_TYPES,
+    SELECT_STRATEGIES,
     SIGLIP_SO400M,
+    TEXT_FAMILIES,
     ConfigError,
     ModelConfig,
     TextConfig,
@@ -101,8 +104,8 @@ def _factory(cj: dict, name: str) -> ModelConfig:
         raise CheckpointConfigError("TinyLLaVA_Factory config.json lacks text_config/vision_config; re-save it "
                                     "with TinyLLaVA_Factory so the nested configs are written")
     tc = cj["text_config"]
-    family = {"llama": "llama", "phi": "phi"}.get(tc.get("model_type", ""))
-    if family is None:
+    family = tc.get("model_type", "")
+    if family not in TEXT_FAMILIES:
         raise UnsupportedCheckpointError("TinyLLaVA_Factory language model %r (%s) is not supported: only "
                                          "llama (TinyLlama) and phi (Phi-2)" % (
                                              tc.get("model_type"), cj.get("llm_model_name_or_path")))
@@ -119,8 +122,8 @@ def _factory(cj: dict, name: str) -> ModelConfig:
 
 def _hf(cj: dict, name: str, processor_json: Optional[dict]) -> ModelConfig:
     tc, vc = cj.get("text_config") or {}, cj.get("vision_config")
-    family = {"llama": "llama", "phi": "phi"}.get(tc.get("model_type", "llama"))
-    if family is None:
+    family = tc.get("model_type", "llama")
+    if family not in TEXT_FAMILIES:
         raise UnsupportedCheckpointError("LlavaForConditionalGeneration with a %r language model is not "
                                          "supported: only llama and phi" % tc.get("model_type"))
     if vc is None:
@@ -215,14 +218,14 @@ def _with_selection(v: VisionConfig, layer: Any, strategy: str, patch_drops_firs
         raise UnsupportedCheckpointError("vision feature layer %r is not supported (one layer index only)" % (layer,))
     if strategy == "cls_patch":  # LLaVA / Factory spelling of "keep every token"
         strategy = "full"
-    if strategy not in ("patch", "full"):
+    if strategy not in SELECT_STRATEGIES:
         raise UnsupportedCheckpointError("%s %r is not supported (patch, cls_patch)" % (key, strategy))
     return replace(v, feature_layer=layer, select_strategy=strategy, patch_drops_first=patch_drops_first)
 
 
 def _connector(kind: str, key: str) -> str:
-    if kind not in ("mlp2x_gelu", "linear"):
-        raise UnsupportedCheckpointError("%s %r is not supported (mlp2x_gelu, linear)" % (key, kind))
+    if kind not in CONNECTOR_TYPES:
+        raise UnsupportedCheckpointError("%s %r is not supported (%s)" % (key, kind, ", ".join(CONNECTOR_TYPES)))
     return kind
 
 
