@@ -57,9 +57,10 @@ class Prediction:
                    id_value=rec["question_id"])
 
 
-def _parse(path: Path) -> Tuple[List[Prediction], int]:
-    """(predictions, byte length of the complete lines). A last line without its newline that is not valid
-    JSON is a torn write and is dropped; a bad line anywhere else is an error."""
+def _parse(path: Path) -> Tuple[List[Prediction], int, bool]:
+    """(predictions, byte length of the complete lines, whether those bytes end in a newline). A last line
+    without its newline that is not valid JSON is a torn write and is dropped; a bad line anywhere else is
+    an error."""
     data = path.read_bytes()
     lines = data.split(b"\n")
     good_end = 0
@@ -83,7 +84,7 @@ def _parse(path: Path) -> Tuple[List[Prediction], int]:
             preds.append(Prediction.from_json(rec))
         offset = end
         good_end = end
-    return preds, good_end
+    return preds, good_end, data.endswith(b"\n", 0, good_end)
 
 
 def read_predictions(path: PathLike) -> List[Prediction]:
@@ -91,7 +92,7 @@ def read_predictions(path: PathLike) -> List[Prediction]:
     path = Path(path)
     if not path.is_file():
         raise PredictionsError("answer file %s not found" % path)
-    preds, _ = _parse(path)
+    preds, _, _ = _parse(path)
     by_id: Dict[str, Prediction] = {}
     for p in preds:
         if p.question_id in by_id:
@@ -126,12 +127,12 @@ class PredictionWriter:
         self.done: Set[str] = set()
         self._lock = threading.Lock()
         if resume and self.path.is_file():
-            preds, good_end = _parse(self.path)
+            preds, good_end, ends_in_newline = _parse(self.path)
             self.done = {p.question_id for p in preds}
             if good_end < self.path.stat().st_size:
                 with open(self.path, "r+b") as f:
                     f.truncate(good_end)
-            if good_end and not self.path.read_bytes().endswith(b"\n"):
+            if good_end and not ends_in_newline:
                 # The last complete record lacks its newline (a file written elsewhere): add it before appending.
                 with open(self.path, "ab") as f:
                     f.write(b"\n")

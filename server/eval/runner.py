@@ -104,21 +104,21 @@ def run_eval(items: Sequence[EvalItem], source: Any, answers: PathLike, settings
     from tqdm import tqdm
 
     path = Path(answers)
-    done = _prepare_file(path, settings, source.model_id, fresh)
-    todo = [(i, item) for i, item in enumerate(items) if item.qid not in done]
+    _prepare_file(path, settings, source.model_id, fresh)
     workers = max(1, min(concurrency, source.max_concurrency or concurrency))
     t0 = time.perf_counter()
-    with PredictionWriter(path, resume=True) as writer, \
-            tqdm(total=len(items), initial=len(items) - len(todo), unit="q", desc="eval", disable=not progress,
-                 dynamic_ncols=True) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
-        queue: Iterator[Tuple[int, EvalItem]] = iter(todo)
-        pending: Set["Future[Prediction]"] = set()
-        try:
-            failure, errors = _drive(pool, source, settings, queue, pending, workers, writer, bar)
-        except BaseException:
-            for fut in pending:  # Ctrl-C: do not start what is queued; requests in flight finish
-                fut.cancel()
-            raise
+    with PredictionWriter(path, resume=True) as writer:
+        todo = [(i, item) for i, item in enumerate(items) if item.qid not in writer.done]
+        with tqdm(total=len(items), initial=len(items) - len(todo), unit="q", desc="eval", disable=not progress,
+                  dynamic_ncols=True) as bar, ThreadPoolExecutor(max_workers=workers) as pool:
+            queue: Iterator[Tuple[int, EvalItem]] = iter(todo)
+            pending: Set["Future[Prediction]"] = set()
+            try:
+                failure, errors = _drive(pool, source, settings, queue, pending, workers, writer, bar)
+            except BaseException:
+                for fut in pending:  # Ctrl-C: do not start what is queued; requests in flight finish
+                    fut.cancel()
+                raise
     seconds = time.perf_counter() - t0
     if failure is not None:
         raise failure
@@ -184,13 +184,14 @@ def _failed(item: EvalItem, base: Dict[str, Any], error: RequestError) -> Predic
                       id_value=item.qid_value)
 
 
-def _prepare_file(path: Path, settings: GenerationSettings, model_id: Optional[str], fresh: bool) -> Set[str]:
-    """Ids already answered in `path`. Failed answers are removed (asked again); answers written with other
-    settings or by another model are an error, since the file would mix two runs."""
+def _prepare_file(path: Path, settings: GenerationSettings, model_id: Optional[str], fresh: bool) -> None:
+    """Empty `path` (fresh, or no file yet) or keep its answers for a resumed run. Failed answers are removed
+    (asked again); answers written with other settings or by another model are an error, since the file would
+    mix two runs."""
     if fresh or not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"")
-        return set()
+        return
     existing = read_predictions(path)
     want = asdict(settings)
     for p in existing:
@@ -203,7 +204,6 @@ def _prepare_file(path: Path, settings: GenerationSettings, model_id: Optional[s
                                    "another --answers file" % (path, what, p.question_id))
     kept = [p for p in existing if "error" not in p.extra]
     rewrite_predictions(path, kept)  # also drops duplicate ids and a torn last line
-    return {p.question_id for p in kept}
 
 
 def _put_in_order(path: Path, items: Sequence[EvalItem]) -> None:
