@@ -1,12 +1,14 @@
 """Fixtures of the service tests (test_service_*.py): real servers in subprocesses."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from tests.server.service_process import ServerProcess, serving
+from server.runtime.pipeline import BundlePipeline
+from tests.server.service_process import DEFAULT_BUNDLE, ServerProcess, serving
 
 # The shared server: small caps so the over-cap cases stay small and quick.
 MAIN_SERVER_ENV = {
@@ -34,3 +36,16 @@ def start_server(log_dir: Path, **settings: object) -> ServerProcess:
     """A dedicated server; keyword settings become TINYLLAVA_<NAME> variables."""
     env = {"TINYLLAVA_" + k.upper(): str(v) for k, v in settings.items()}
     return ServerProcess(log_dir, env)
+
+
+@pytest.fixture(scope="module")
+def model_id() -> str:
+    """The demo bundle's model name, as the servers of these tests report it."""
+    with open(DEFAULT_BUNDLE / "manifest.json") as f:
+        return str(json.load(f)["model"]["name"])
+
+
+@pytest.fixture(scope="module")
+def reference() -> BundlePipeline:
+    """The runtime's own path on the demo bundle, in this process: the answers a server must give."""
+    return BundlePipeline(DEFAULT_BUNDLE)

@@ -7,7 +7,6 @@ content.strip() == answer, with the token counts checked exactly.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, Iterator, List
 
 import pytest
@@ -29,11 +28,6 @@ def client(main_server: ServerProcess) -> Iterator[Any]:
                        timeout=30.0) as c:
         yield c
 
-
-@pytest.fixture(scope="module")
-def model_id() -> str:
-    with open(DEFAULT_BUNDLE / "manifest.json") as f:
-        return str(json.load(f)["model"]["name"])
 
 
 @pytest.fixture(scope="module")

@@ -57,16 +57,6 @@ def readme_server(service_log_dir: Path) -> Iterator[ServerProcess]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def reference() -> BundlePipeline:
-    """The runtime's own path on the same bundle, in this process: the answer the examples must give."""
-    return BundlePipeline(DEFAULT_BUNDLE)
-
-
-@pytest.fixture(scope="module")
-def model_id() -> str:
-    with open(DEFAULT_BUNDLE / "manifest.json") as f:
-        return str(json.load(f)["model"]["name"])
 
 
 def run_example(server: ServerProcess, block: str) -> str:

@@ -7,27 +7,15 @@ answer for the same image and question, so its decode, prompt and history mappin
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List
-
-import pytest
 
 from server.runtime.pipeline import BundlePipeline
 from tests.server.service_inputs import b64, canary_ct_dicom, data_url, jpeg, png
-from tests.server.service_process import DEFAULT_BUNDLE, ServerProcess, sse_events
+from tests.server.service_process import ServerProcess, sse_events
 
 QUESTION = "Is there a fracture of the vertebral body?"
 
 
-@pytest.fixture(scope="module")
-def reference() -> BundlePipeline:
-    return BundlePipeline(DEFAULT_BUNDLE)
-
-
-@pytest.fixture(scope="module")
-def model_id() -> str:
-    with open(DEFAULT_BUNDLE / "manifest.json") as f:
-        return str(json.load(f)["model"]["name"])
 
 
 def test_vqa_multipart_matches_the_runtime(main_server: ServerProcess, reference: BundlePipeline,
