@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from server.bench_io import QUESTIONS, BenchError, emit, peak_rss_mb, read_inputs, summarize
+from server.bench.protocol import QUESTIONS, BenchError, emit, peak_rss_mb, read_inputs, summarize
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -58,7 +58,7 @@ class _Clock:
 
 def run_question(hf: torch.nn.Module, input_ids: torch.Tensor, pixel_values: torch.Tensor,
                  new_tokens: int) -> Dict[str, Any]:
-    """One timed generate(); returns the per-question metrics of server.bench_io."""
+    """One timed generate(); returns the per-question metrics of server.bench.protocol."""
     clock = _Clock()
     inner = hf.model
     hooks = [inner.vision_tower.register_forward_pre_hook(clock.on_vision_start),

@@ -1,4 +1,4 @@
-"""The torch modules that become the bundle's ONNX graphs (see server/bundle.py for their I/O)."""
+"""The torch modules that become the bundle's ONNX graphs (see server/runtime/bundle.py for their I/O)."""
 from __future__ import annotations
 
 from typing import Tuple

@@ -14,9 +14,9 @@ from server.api.errors import install_error_handlers
 from server.api.middleware import ServiceMiddleware
 from server.api.openapi import install_openapi
 from server.api.routes import ROUTERS
-from server.bundle import package_version
-from server.service import Service
-from server.settings import Settings
+from server.runtime.bundle import package_version
+from server.service.core import Service
+from server.service.settings import Settings
 
 DESCRIPTION = (
     "TinyLLaVA-Med on this device: ask about a medical image (PNG, JPEG, DICOM). `POST /v1/vqa` takes a "

@@ -10,7 +10,7 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from typing_extensions import Annotated
 
 from server.api.errors import AUTH, UNAVAILABLE, APIError, note
-from server.service import FAILED, Service
+from server.service.core import FAILED, Service
 
 bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer <API key>")
 api_key_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="X-Api-Key: <API key>")

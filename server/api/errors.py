@@ -16,9 +16,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from models.processor.templates import PromptError
-from server.admission import Overloaded
-from server.image_limits import ImageInputError
+from server.imaging.limits import ImageInputError
 from server.runtime.errors import ContextLengthError, RequestError
+from server.service.admission import Overloaded
 
 log = logging.getLogger(__name__)
 

@@ -19,14 +19,14 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from models.processor.templates import Turn
-from server.admission import FINISHED, Job, Overloaded, Ticket
 from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
-from server.images import DecodedImage
+from server.imaging.images import DecodedImage
 from server.runtime.errors import RequestError
 from server.runtime.prompt import PromptLayout
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult, ms
-from server.service import Service
+from server.service.admission import FINISHED, Job, Overloaded, Ticket
+from server.service.core import Service
 
 _WATCH_INTERVAL_S = 0.2  # how often a waiting request checks for a disconnect or its deadline
 # Every stop string is matched after every token: bound the work one request can ask for.

@@ -16,7 +16,7 @@ from typing import Any, List
 from starlette.concurrency import run_in_threadpool
 
 from server.api.errors import APIError
-from server.settings import Settings
+from server.service.settings import Settings
 
 _WHITESPACE = re.compile(r"\s+")
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)

@@ -19,9 +19,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.api.errors import UNAVAILABLE, error_body
-from server.json_logs import ACCESS_LOGGER
 from server.runtime.results import ms
-from server.service import DRAINING, Service
+from server.service.core import DRAINING, Service
+from server.service.json_logs import ACCESS_LOGGER
 
 access_log = logging.getLogger(ACCESS_LOGGER)
 

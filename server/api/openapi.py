@@ -18,7 +18,7 @@ from server.api import sse
 from server.api.errors import ErrorResponse
 from server.api.schemas.chat import ChatCompletionChunk
 from server.api.schemas.vqa import VqaDelta, VqaResponse
-from server.settings import Settings
+from server.service.settings import Settings
 
 _REF = "#/components/schemas/"
 

@@ -42,7 +42,7 @@ def main(args: argparse.Namespace) -> int:
         pipe = TorchPipeline(args.checkpoint, template=args.template)
     else:
         from server.runtime.pipeline import BundlePipeline
-        from server.settings import DEFAULT_BUNDLE
+        from server.service.settings import DEFAULT_BUNDLE
 
         pipe = BundlePipeline(args.bundle or DEFAULT_BUNDLE, template=args.template)
     result = pipe.ask(image, args.question, max_tokens=args.max_tokens, temperature=args.temperature,

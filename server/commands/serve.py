@@ -1,6 +1,6 @@
 """`tinyllava-med serve`: the HTTP service (FastAPI on uvicorn) over one bundle.
 
-Flags override TINYLLAVA_* environment variables (server/settings.py lists them all); without
+Flags override TINYLLAVA_* environment variables (server/service/settings.py lists them all); without
 --bundle the embedded random-weight demo bundle is served.
 """
 from __future__ import annotations
@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def settings_from_args(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
-    from server.settings import Settings, SettingsError
+    from server.service.settings import Settings, SettingsError
 
     given: Dict[str, Any] = {k: getattr(args, k) for k in _FLAGS if getattr(args, k, None) is not None}
     try:
@@ -50,8 +50,8 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
-    from server.draining import DrainingServer
-    from server.json_logs import configure_logging
+    from server.service.draining import DrainingServer
+    from server.service.json_logs import configure_logging
 
     settings = settings_from_args(args)
     configure_logging(settings.log_level)

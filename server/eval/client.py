@@ -29,9 +29,9 @@ _MIME = {"png": "image/png", "jpeg": "image/jpeg", "dicom": "application/dicom"}
 
 
 def image_mime(data: bytes) -> str:
-    """The media type of an image file from its first bytes, sniffed as the service does (server.images);
+    """The media type of an image file from its first bytes, sniffed as the service does (server.imaging.images);
     the data URL type is informative."""
-    from server.images import sniff_format
+    from server.imaging.images import sniff_format
 
     return _MIME.get(sniff_format(data) or "", "application/octet-stream")
 

@@ -2,7 +2,7 @@
 
 An engine is stateless between calls: the KV cache belongs to the caller (see kv_cache.py), so
 every backend has the same semantics and the generation loop is written once. Graph I/O is the
-bundle contract in server/bundle.py (VISION_* and DECODER_*).
+bundle contract in server/runtime/bundle.py (VISION_* and DECODER_*).
 """
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from tokenizers import Tokenizer
 
-from server.bundle import BundleError, Manifest, TensorSpec, load_manifest
+from server.runtime.bundle import BundleError, Manifest, TensorSpec, load_manifest
 from server.runtime.engine import Engine, EngineDims
 from server.runtime.generator import Generator
 from server.runtime.ort_backend import OrtEngine, OrtOptions

@@ -17,7 +17,7 @@ import numpy as np
 import onnxruntime as ort
 from onnxruntime.capi import onnxruntime_pybind11_state as _ort_state
 
-from server.bundle import DECODER_INPUTS, DECODER_OUTPUTS, VISION_INPUTS, VISION_OUTPUTS
+from server.runtime.bundle import DECODER_INPUTS, DECODER_OUTPUTS, VISION_INPUTS, VISION_OUTPUTS
 from server.runtime.cpu_info import physical_cores
 from server.runtime.engine import Engine, EngineDims
 from server.runtime.errors import EngineError

@@ -8,8 +8,8 @@ from typing import Any, Dict, Optional, Sequence, Union
 from models.processor import Processor, TextTokenizer
 from models.processor.image import ImageInput
 from models.processor.templates import Turn, get_template
-from server.image_limits import ImageLimits
-from server.image_prep import ImagePreparer
+from server.imaging.limits import ImageLimits
+from server.imaging.prep import ImagePreparer
 from server.runtime.loader import Runtime, load_runtime
 from server.runtime.request import GenerationParams
 from server.runtime.results import ms

@@ -13,9 +13,9 @@ pytest.importorskip("torch")
 from engine_build.export import ExportError, export_bundle  # noqa: E402
 from engine_build.trt_gate import check_bundle  # noqa: E402
 from models.probes import builtin_images  # noqa: E402
-from server.bundle import SCHEMA_VERSION, BundleError, load_manifest  # noqa: E402
 from server.cli import main as cli  # noqa: E402
 from server.runtime import load_runtime  # noqa: E402
+from server.runtime.bundle import SCHEMA_VERSION, BundleError, load_manifest  # noqa: E402
 from server.runtime.pipeline import BundlePipeline  # noqa: E402
 
 

@@ -1,4 +1,4 @@
-"""Tiny ONNX graphs with the bundle's exact I/O (server/bundle.py), for testing the ORT plumbing.
+"""Tiny ONNX graphs with the bundle's exact I/O (server/runtime/bundle.py), for testing the ORT plumbing.
 
 They are not models: the decoder's logits are inputs_embeds[:, -1] @ W + sum(past_mask), its new
 K/V a reshape of inputs_embeds. That is enough to check names, shapes, dtypes, feeding and the

@@ -1,6 +1,6 @@
 """Uploads for the service tests: small PNG/JPEG, damaged and oversized images, DICOM with canaries.
 
-Built here with Pillow, zlib and pydicom (independent of server/images.py), never read from the
+Built here with Pillow, zlib and pydicom (independent of server/imaging/images.py), never read from the
 service's own code.
 """
 from __future__ import annotations

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
     from server.cli import build_parser
     build_parser()
     from server.runtime.pipeline import BundlePipeline
-    from server.settings import DEFAULT_BUNDLE
+    from server.service.settings import DEFAULT_BUNDLE
     out = BundlePipeline(DEFAULT_BUNDLE).ask(open(sys.argv[1], "rb").read(), "Is there a fracture?", max_tokens=4)
     assert len(out["output_token_ids"]) >= 1
     assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")]

@@ -7,7 +7,6 @@ from typing import Any, AsyncIterator, Dict, List, Optional
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from server.admission import Job
 from server.api import generation as gen
 from server.api import sse
 from server.api.conversation import parse_messages
@@ -18,7 +17,8 @@ from server.api.openapi import sse_content
 from server.api.schemas.chat import STREAM_DESCRIPTION, ChatCompletion, ChatCompletionRequest
 from server.api.schemas.common import usage_of
 from server.runtime.results import GenerationResult
-from server.service import Service
+from server.service.admission import Job
+from server.service.core import Service
 
 router = APIRouter(tags=["chat"], dependencies=[AuthDep])
 

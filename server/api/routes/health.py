@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from server.api.deps import ServiceDep
-from server.service import Service
+from server.service.core import Service
 
 router = APIRouter(tags=["health"])
 

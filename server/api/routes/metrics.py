@@ -1,4 +1,4 @@
-"""GET /metrics: Prometheus text format (server/metrics.py lists the series)."""
+"""GET /metrics: Prometheus text format (server/service/metrics.py lists the series)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response

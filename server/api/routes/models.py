@@ -9,7 +9,7 @@ from typing_extensions import Literal
 
 from server.api.deps import AuthDep, ServiceDep, require_served_model
 from server.api.errors import error_responses
-from server.service import Service
+from server.service.core import Service
 
 router = APIRouter(tags=["models"], dependencies=[AuthDep])
 

@@ -10,7 +10,6 @@ from pydantic import ValidationError
 from python_multipart.exceptions import FormParserError
 from starlette.datastructures import UploadFile
 
-from server.admission import Job
 from server.api import generation as gen
 from server.api import sse
 from server.api.deps import AuthDep, ReadyService, require_served_model
@@ -20,7 +19,8 @@ from server.api.openapi import sse_content
 from server.api.schemas.common import usage_of
 from server.api.schemas.vqa import STREAM_DESCRIPTION, VqaJsonRequest, VqaOptions, VqaResponse, request_body_schema
 from server.runtime.results import GenerationResult
-from server.service import Service
+from server.service.admission import Job
+from server.service.core import Service
 
 router = APIRouter(tags=["vqa"], dependencies=[AuthDep])
 

@@ -102,7 +102,7 @@ def test_readme_has_the_examples() -> None:
 def test_multipart_example(readme_server: ServerProcess, model_id: str, reference: BundlePipeline) -> None:
     (block,) = [b for b in readme_examples() if "-F image=@" in b]
     assert "-F image=@models/assets/sample_ct.png" in block and '-F question="Is there a fracture?"' in block
-    assert "max_tokens" not in block  # so the server's default, 256 (server/settings.py), applies
+    assert "max_tokens" not in block  # so the server's default, 256 (server/service/settings.py), applies
     body = json.loads(run_example(readme_server, block))
     expected = reference.ask(SAMPLE_IMAGE.read_bytes(), "Is there a fracture?", max_tokens=256)
     assert body["answer"] == expected["answer"]

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 
-from server.images import ImageInputError, ImageLimits, decode_image
+from server.imaging.images import ImageInputError, ImageLimits, decode_image
 from tests.server.image_fixtures import (
     all_dicom_test_files,
     deflate_raw,

@@ -24,7 +24,7 @@ from tests.server.service_process import ROOT, ServerProcess, serving
 
 pydicom_data = pytest.importorskip("pydicom.data")
 
-BROWSER_DIR = Path(__file__).resolve().parent / "browser"
+BROWSER_DIR = Path(__file__).resolve().parents[1] / "browser"
 CHROMIUM = os.environ.get("TINYLLAVA_TEST_CHROMIUM", "/usr/bin/chromium")
 SAMPLE_PNG = ROOT / "models" / "assets" / "sample_ct.png"
 KEY = "page-test-key-3f9a"

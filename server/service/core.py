@@ -13,14 +13,14 @@ from typing import List, Optional, Tuple
 
 from PIL import Image
 
-from server.admission import Admission
-from server.bundle import Manifest, read_manifest
-from server.metrics import ServiceMetrics
+from server.runtime.bundle import Manifest, read_manifest
 from server.runtime.generator import Generator
 from server.runtime.pipeline import BundlePipeline
 from server.runtime.request import GenerationParams
-from server.settings import Settings
-from server.telemetry import HostTelemetry
+from server.service.admission import Admission
+from server.service.metrics import ServiceMetrics
+from server.service.settings import Settings
+from server.service.telemetry import HostTelemetry
 
 log = logging.getLogger(__name__)
 

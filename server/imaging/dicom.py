@@ -4,12 +4,12 @@ Order:
   1. the transfer syntax, from the file meta group alone: Deflated is refused before pydicom would
      inflate the whole dataset (a zlib bomb), unknown syntaxes before anything else is parsed;
   2. the attributes before Pixel Data, parsed by pydicom from at most max_dicom_header_bytes;
-  3. Rows, Columns, frames, samples and bits against the caps (server/image_limits.py);
+  3. Rows, Columns, frames, samples and bits against the caps (server/imaging/limits.py);
   4. the Pixel Data element located by hand (nothing after it is parsed), the chosen frame cut out
      (native) or split out (encapsulated), and its JPEG / JPEG 2000 header checked against Rows and Columns;
-  5. that single frame decoded: RLE by server/dicom_rle.py, the others by pydicom's plugins
+  5. that single frame decoded: RLE by server/imaging/dicom_rle.py, the others by pydicom's plugins
      (numpy; Pillow; pylibjpeg, pylibjpeg-libjpeg, pylibjpeg-openjpeg where installed);
-  6. display rendering by server/dicom_display.py.
+  6. display rendering by server/imaging/dicom_display.py.
 Frame rule: the middle frame, index frames // 2 (0-based), unless the caller names one.
 Supports pydicom 2.4 (the newest on Python 3.8, JetPack 5) and pydicom 3.
 """
@@ -30,11 +30,11 @@ from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import UID
 
-from server.dicom_display import render_frame
-from server.dicom_rle import RLEError, decode_rle_frame
-from server.image_headers import j2k_size, jpeg_size
-from server.image_limits import ImageInputError, ImageLimits, check_dimensions
-from server.pydicom_compat import (
+from server.imaging.dicom_display import render_frame
+from server.imaging.dicom_rle import RLEError, decode_rle_frame
+from server.imaging.headers import j2k_size, jpeg_size
+from server.imaging.limits import ImageInputError, ImageLimits, check_dimensions
+from server.imaging.pydicom_compat import (
     decode_only_frame,
     decoder_available,
     file_encoding,

@@ -16,7 +16,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 from pydicom.dataset import Dataset
 
-from server.pydicom_compat import apply_color_lut, apply_modality_lut, apply_voi_lut
+from server.imaging.pydicom_compat import apply_color_lut, apply_modality_lut, apply_voi_lut
 
 # Functional group macros holding the rescale and the window (PS3.3 C.7.6.16.2.9, C.7.6.16.2.10).
 _RESCALE_MACRO = "PixelValueTransformationSequence"

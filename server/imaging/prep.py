@@ -14,8 +14,8 @@ from typing import Optional, Tuple
 import numpy as np
 
 from models.processor import Processor
-from server.image_limits import ImageLimits
-from server.images import DEFAULT_LIMITS, DecodedImage, decode_image
+from server.imaging.images import DEFAULT_LIMITS, DecodedImage, decode_image
+from server.imaging.limits import ImageLimits
 from server.runtime.lru import LRU
 
 

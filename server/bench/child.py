@@ -1,6 +1,6 @@
 """Our side of `tinyllava-med bench`, run as its own process (clean peak RSS), torch-free:
 
-    python -m server.bench_child --bundle DIR --inputs FILE --new-tokens N [--repeat N]
+    python -m server.bench.child --bundle DIR --inputs FILE --new-tokens N [--repeat N]
 
 Opens the bundle with the runtime and times the generator exactly as the server uses it, with
 EOS ignored so exactly N tokens come. The first question starts cold (KV cache and image cache
@@ -17,11 +17,11 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from server.bench_io import QUESTIONS, BenchError, emit, peak_rss_mb, read_inputs, summarize
+from server.bench.protocol import QUESTIONS, BenchError, emit, peak_rss_mb, read_inputs, summarize
 
 
 def run_question(generator: Any, prompt_ids: List[int], pixel_values: Any, new_tokens: int) -> Dict[str, Any]:
-    """One timed generation; returns the per-question metrics of server.bench_io."""
+    """One timed generation; returns the per-question metrics of server.bench.protocol."""
     from server.runtime.request import GenerationParams
 
     result = generator.generate(prompt_ids, pixel_values, GenerationParams(max_tokens=new_tokens, ignore_eos=True))
@@ -68,7 +68,7 @@ def _metrics(result: Any, new_tokens: int) -> Dict[str, Any]:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m server.bench_child", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m server.bench.child", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True)
     p.add_argument("--inputs", required=True, help="the .npz the bench command prepared")
     p.add_argument("--new-tokens", type=int, required=True)
@@ -147,7 +147,7 @@ def _processor(rt: Any) -> Any:
 
 def _preparer(processor: Any) -> Any:
     """A fresh upload cache with the bundle's processor (the service's ImagePreparer)."""
-    from server.image_prep import ImagePreparer
+    from server.imaging.prep import ImagePreparer
 
     return ImagePreparer(processor)
 

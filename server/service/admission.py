@@ -19,12 +19,12 @@ import threading
 import time
 from typing import Any, List, Optional, Sequence, Tuple
 
-from server.metrics import ServiceMetrics
 from server.runtime.errors import RequestError
 from server.runtime.generator import Generator
 from server.runtime.prompt import PromptLayout
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult
+from server.service.metrics import ServiceMetrics
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ onnx = pytest.importorskip("onnx")  # building graphs needs onnx, which the Pyth
 from onnx import numpy_helper  # noqa: E402
 
 from models.config import IMAGE_TOKEN_INDEX, ModelConfig, TextConfig, VisionConfig  # noqa: E402
-from server.bundle import BundleError, GraphSpec, Manifest, TensorSpec, write_manifest  # noqa: E402
 from server.runtime import (  # noqa: E402
     EngineDims,
     EngineError,
@@ -23,6 +22,7 @@ from server.runtime import (  # noqa: E402
     TensorRTOptions,
     load_runtime,
 )
+from server.runtime.bundle import BundleError, GraphSpec, Manifest, TensorSpec, write_manifest  # noqa: E402
 from server.runtime.cpu_info import physical_cores  # noqa: E402
 from server.runtime.ort_backend import resolve_providers, session_options  # noqa: E402
 from tests.server.onnx_stubs import decoder_reference, decoder_stub, vision_stub  # noqa: E402

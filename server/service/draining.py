@@ -16,7 +16,7 @@ from typing import Optional
 
 import uvicorn
 
-from server.service import Service
+from server.service.core import Service
 
 log = logging.getLogger(__name__)
 

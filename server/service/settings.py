@@ -12,10 +12,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from server.image_limits import ImageLimits
+from server.imaging.limits import ImageLimits
 
 # The bundle served when none is given: random weights, shipped in the package (server/assets/README.md).
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "assets" / "default-bundle"
+DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "default-bundle"
 
 _MIB = 1024 * 1024
 _LOG_LEVELS = ("debug", "info", "warning", "error", "critical")

@@ -1,5 +1,5 @@
 """PNG / JPEG uploads and format sniffing: Pillow is the oracle for pixels; refusals are 4xx codes.
-DICOM uploads: tests/server/test_images_dicom.py."""
+DICOM uploads: tests/server/imaging/test_images_dicom.py."""
 from __future__ import annotations
 
 import hashlib
@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from server.images import DecodedImage, ImageInputError, ImageLimits, decode_image, sniff_format
+from server.imaging.images import DecodedImage, ImageInputError, ImageLimits, decode_image, sniff_format
 from tests.server.image_fixtures import peak_rss_growth
 
 MB = 1024 * 1024

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import server.image_prep as image_prep
+import server.imaging.prep as image_prep
 from models.config import preset
 from models.processor import Processor
-from server.image_prep import ImagePreparer
-from server.images import ImageInputError
-from server.settings import DEFAULT_BUNDLE
+from server.imaging.images import ImageInputError
+from server.imaging.prep import ImagePreparer
+from server.service.settings import DEFAULT_BUNDLE
 
-SAMPLE = Path(__file__).resolve().parents[2] / "models" / "assets" / "sample_ct.png"
+SAMPLE = Path(__file__).resolve().parents[3] / "models" / "assets" / "sample_ct.png"
 
 
 @pytest.fixture()

@@ -24,8 +24,8 @@ from engine_build.export import export_bundle  # noqa: E402
 from models.checkpoint.writer import make_checkpoint  # noqa: E402
 from models.config import preset  # noqa: E402
 from server import cli  # noqa: E402
-from server.bench_io import BenchError  # noqa: E402
-from server.commands.bench import DEFAULT_FOLLOWUP, DEFAULT_QUESTION, format_report  # noqa: E402
+from server.bench.protocol import BenchError  # noqa: E402
+from server.bench.runner import DEFAULT_FOLLOWUP, DEFAULT_QUESTION, format_report  # noqa: E402
 
 NEW_TOKENS = 5
 PRESET = "tiny"

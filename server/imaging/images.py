@@ -3,8 +3,8 @@
 The format comes from magic bytes, never from a file name or content type. PNG and JPEG sizes are
 read from their headers and checked before Pillow allocates anything; Pillow then opens only the
 one expected format, with its decompression-bomb warning raised as an error and its process-wide
-pixel cap lowered to ours. DICOM goes through server/dicom.py. Every refusal is an
-ImageInputError (server/image_limits.py) with a 4xx status and a message a person can act on;
+pixel cap lowered to ours. DICOM goes through server/imaging/dicom.py. Every refusal is an
+ImageInputError (server/imaging/limits.py) with a 4xx status and a message a person can act on;
 no message or log line carries file content.
 """
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Dict, Optional, Union
 import numpy as np
 from PIL import Image
 
-from server.dicom import decode_dicom
-from server.image_headers import JPEG_SOI, PNG_SIGNATURE, jpeg_size, png_size
-from server.image_limits import ImageInputError, ImageLimits, check_dimensions, lower_pillow_pixel_cap
+from server.imaging.dicom import decode_dicom
+from server.imaging.headers import JPEG_SOI, PNG_SIGNATURE, jpeg_size, png_size
+from server.imaging.limits import ImageInputError, ImageLimits, check_dimensions, lower_pillow_pixel_cap
 
 __all__ = ["DEFAULT_LIMITS", "DecodedImage", "ImageInputError", "ImageLimits", "decode_image", "sniff_format"]
 

@@ -1,0 +1,1 @@
+"""`tinyllava-med bench`: the runtime and the transformers baseline timed in child processes."""

@@ -1,0 +1,1 @@
+"""Image input: caps before decoding, PNG/JPEG/DICOM decode, preprocessing."""

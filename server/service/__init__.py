@@ -1,0 +1,1 @@
+"""The service core: settings, admission, drain, metrics, telemetry, logs."""
