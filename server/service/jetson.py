@@ -129,6 +129,7 @@ class JtopTelemetry:
         self.latest: Optional[JetsonSample] = None
         self.samples = 0
         self._stop = threading.Event()
+        self._settled = threading.Event()  # set at the first sample, or once unavailable
         self._thread: Optional[threading.Thread] = None
 
     def start(self) -> None:
@@ -152,6 +153,10 @@ class JtopTelemetry:
         if self._thread is not None:
             self._thread.join(timeout=5.0)
 
+    def wait_settled(self, timeout: float) -> bool:
+        """Wait until the first sample came or the telemetry turned unavailable; False on timeout."""
+        return self._settled.wait(timeout)
+
     def energy_j(self, t0: float, t1: float) -> Optional[float]:
         """Joules the board drew between two time.monotonic() readings; None without power readings."""
         if self.status != "ok":
@@ -168,6 +173,7 @@ class JtopTelemetry:
 
     def _unavailable(self, reason: str) -> None:
         self.status, self.reason = "unavailable", reason
+        self._settled.set()
         log.info("jetson telemetry unavailable: %s", reason)
 
     def _run(self, module: Any) -> None:
@@ -194,6 +200,7 @@ class JtopTelemetry:
         self.latest = sample
         self.samples += 1
         self.status = "ok"
+        self._settled.set()
 
 
 __all__ = ["JTOP_SOCKET", "JetsonSample", "JtopConfig", "JtopTelemetry", "parse_jtop"]
