@@ -21,6 +21,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "eval": ("server.commands.eval", "score VQA-RAD / SLAKE / PathVQA / LLaVA-Med answers (LLaVA-Med metrics)"),
     "bench": ("server.commands.bench", "time the runtime (and transformers eager) on one image and two questions"),
     "serve": ("server.commands.serve", "serve the HTTP API (/v1/vqa, OpenAI chat, health, metrics) over a bundle"),
+    "doctor": ("server.commands.doctor", "check this device (CUDA, TensorRT, ONNX Runtime, memory, power) and a bundle"),
 }
 
 
