@@ -59,7 +59,10 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args._main is not _needs_onnxruntime:  # that one's options are unknown: say what is missing
+        parser.error("unrecognized arguments: %s" % " ".join(unknown))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
