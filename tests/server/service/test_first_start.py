@@ -5,9 +5,9 @@ the test releases it through a FIFO, so the test sees the service while the buil
 """
 from __future__ import annotations
 
-import errno
 import os
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Dict, List
@@ -51,19 +51,23 @@ def _env(tmp_path: Path) -> Dict[str, str]:
             "FAKE_BUILD_GATE": str(gate)}
 
 
-def _open_gate(server: ServerProcess, gate: Path, timeout: float = 60.0) -> int:
-    """The FIFO's write end, once the builder holds its read end (it is then inside build_engines)."""
+def _open_gate(server: ServerProcess, gate: Path, timeout: float = 120.0) -> int:
+    """The FIFO's write end, once the builder holds its read end (it is then inside build_engines).
+
+    A blocking open returns exactly when the reader opens: it runs in a thread, so the wait can end
+    early if the server exits instead."""
+    opened: List[int] = []
+    t = threading.Thread(target=lambda: opened.append(os.open(str(gate), os.O_WRONLY)), daemon=True)
+    t.start()
     end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if server.proc.poll() is not None:
+    while t.is_alive() and time.monotonic() < end:
+        t.join(timeout=1.0)  # wakes at once when the open returns
+        if t.is_alive() and server.proc.poll() is not None:
+            os.close(os.open(str(gate), os.O_RDONLY | os.O_NONBLOCK))  # let the blocked open return
             raise RuntimeError("server exited:\n%s" % server.logs()[-3000:])
-        try:
-            return os.open(str(gate), os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as e:  # ENXIO: no reader yet
-            if e.errno != errno.ENXIO:
-                raise
-        time.sleep(0.02)
-    raise TimeoutError("the builder never started:\n%s" % server.logs()[-3000:])
+    if not opened:
+        raise TimeoutError("the builder never started:\n%s" % server.logs()[-3000:])
+    return opened[0]
 
 
 def _builds(tmp_path: Path) -> List[str]:
