@@ -43,7 +43,7 @@ def _project() -> Dict:
 
 
 def _dist(requirement: str) -> str:
-    return re.split(r"[\s<>=!~;\[]", requirement.strip(), 1)[0].lower().replace("_", "-")
+    return re.split(r"[\s<>=!~;\[]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 # --- pinned bases --------------------------------------------------------------------------------
@@ -133,6 +133,33 @@ def test_jetson_image_installs_exactly_what_check_aarch64_resolves() -> None:
     assert jtop and re.fullmatch(r"\d+\.\d+\.\d+", jtop)
     script = (ROOT / "scripts" / "check-aarch64").read_text(encoding="utf-8")
     assert "docker/requirements-jetson.txt" in script and "JTOP_VERSION" in script and "requirements cpu" in script
+
+
+def _env(instructions: List[df.Instruction]) -> Dict[str, str]:
+    out: Dict[str, str] = {}
+    for ins in instructions:
+        if ins.keyword == "ENV":
+            out.update(dict(m.groups() for m in re.finditer(r"(\w+)=(\S+)", ins.args)))
+    return out
+
+
+def test_jetson_entry_point_builds_engines_before_ready() -> None:
+    """The container serves the mounted bundle with TINYLLAVA_BUILD_ENGINES=1: the service builds missing
+    engines in its loader thread before /ready turns 200 (tests/server/service/test_first_start.py)."""
+    ins = df.read(JETSON)
+    env = _env(ins)
+    assert env["TINYLLAVA_BUILD_ENGINES"] == "1"
+    assert env["TINYLLAVA_BUNDLE"] == "/data/bundle" and env["TINYLLAVA_PRECISION"] in ("fp16", "int8")
+    assert env["TINYLLAVA_HOST"] == "0.0.0.0"
+    assert [i.args for i in ins if i.keyword == "VOLUME"] == ['["/data"]']
+    assert [i.args for i in ins if i.keyword == "CMD"] == ['["tinyllava-med", "serve"]']
+    # The settings the image sets are the service's own (a typo would be silently ignored otherwise).
+    from server.service.settings import Settings
+
+    fields = {"TINYLLAVA_" + name.upper() for name in Settings.model_fields}
+    assert {k for k in env if k.startswith("TINYLLAVA_")} <= fields
+    # The x86 CPU image has no TensorRT builder, so it does not ask for engines.
+    assert "TINYLLAVA_BUILD_ENGINES" not in _env(df.read(X86))
 
 
 # --- health, user, secrets, torch ----------------------------------------------------------------
