@@ -21,6 +21,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "eval": ("server.commands.eval", "score VQA-RAD / SLAKE / PathVQA / LLaVA-Med answers (LLaVA-Med metrics)"),
     "bench": ("server.commands.bench", "time the runtime (and transformers eager) on one image and two questions"),
     "serve": ("server.commands.serve", "serve the HTTP API (/v1/vqa, OpenAI chat, health, metrics) over a bundle"),
+    "doctor": ("server.commands.doctor", "check this device (CUDA, TensorRT, ONNX Runtime, memory, power) and a bundle"),
 }
 
 
@@ -30,11 +31,25 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            if e.name != "onnxruntime":
+                raise
+            p.set_defaults(_main=_needs_onnxruntime)  # --help and `doctor` still work without it
+            continue
         module.add_arguments(p)
         p.set_defaults(_main=module.main)
     return parser
+
+
+def _needs_onnxruntime(args: argparse.Namespace) -> int:
+    """ONNX Runtime is an install choice (pyproject.toml): a bare `pip install tinyllava-med` lacks it."""
+    sys.stderr.write("error: `%s` needs ONNX Runtime, which is not installed: pip install 'tinyllava-med[cpu]' "
+                     "(CPU), or on a Jetson NVIDIA's onnxruntime_gpu wheel (docs/jetson.md); "
+                     "`tinyllava-med doctor` checks the result\n" % args.command)
+    return 2
 
 
 def _is_user_error(e: BaseException) -> bool:
@@ -44,11 +59,18 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and args._main is not _needs_onnxruntime:  # that one's options are unknown: say what is missing
+        parser.error("unrecognized arguments: %s" % " ".join(unknown))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return int(args._main(args) or 0)
+    except ModuleNotFoundError as e:
+        if e.name != "onnxruntime" or args.verbose:
+            raise
+        return _needs_onnxruntime(args)
     except Exception as e:  # noqa: BLE001 - reported below, traceback with --verbose
         if args.verbose or not _is_user_error(e):
             raise

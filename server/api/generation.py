@@ -183,12 +183,20 @@ def _aborted(service: Service, reason: str) -> APIError:
 
 def note_result(request: Request, result: GenerationResult, job: Job, prepared: Prepared) -> Dict[str, Any]:
     """Note a finished request's figures for the access log (no patient data) and return the
-    response's `timings` object: the runtime's, plus preprocessing and queue time."""
+    response's `timings` object: the runtime's, plus preprocessing and queue time, and energy_j
+    where the device's power is readable."""
     t = result.timings
     started = job.t_started if job.t_started is not None else job.ticket.t_admitted
     out = t.to_dict()
     out["preprocess_ms"] = prepared.preprocess_ms
     out["queue_ms"] = ms(started - job.ticket.t_admitted)
+    service: Service = request.app.state.service
+    # The board's energy over the generation (start to last token), where power is readable (jtop);
+    # with more than one request generating at once each one counts the shared board power.
+    energy = service.telemetry.energy_j(started, started + t.total_ms / 1000.0)
+    if energy is not None:
+        out["energy_j"] = round(energy, 3)
+        service.metrics.energy.inc(energy)
     note(request, prompt_tokens=t.prompt_tokens, completion_tokens=t.completion_tokens,
          cached_tokens=t.cached_tokens, finish_reason=result.finish_reason, ttft_ms=t.ttft_ms,
          total_ms=t.total_ms, queue_ms=out["queue_ms"], preprocess_ms=prepared.preprocess_ms)

@@ -5,8 +5,9 @@
 Opens the bundle with the runtime and times the generator exactly as the server uses it, with
 EOS ignored so exactly N tokens come. The first question starts cold (KV cache and image cache
 emptied); the follow-up (same image, second question) runs right after it on the same generator,
-so it gets the image-embedding cache and the reused (system prompt + image) prefix KV. Prints one
-JSON report on stdout.
+so it gets the image-embedding cache and the reused (system prompt + image) prefix KV. Where jtop
+reads the board's power (a Jetson), each answer also gets its mean power and energy (joules over
+its generation, from jtop's total power). Prints one JSON report on stdout.
 """
 from __future__ import annotations
 
@@ -67,6 +68,27 @@ def _metrics(result: Any, new_tokens: int) -> Dict[str, Any]:
     }
 
 
+def _power(socket: str, interval: float) -> Any:
+    """jtop's power trace, started and settled (first sample in, or unavailable with the reason)."""
+    from server.service.jetson import JtopConfig, JtopTelemetry
+
+    power = JtopTelemetry(JtopConfig(interval_s=interval, socket=Path(socket)))
+    power.start()
+    if not power.wait_settled(timeout=10 * interval):
+        power.stop()
+        power.status, power.reason = "unavailable", "no sample from jtop within %.0f s" % (10 * interval)
+    return power
+
+
+def _with_energy(power: Any, t0: float, t1: float, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    energy = power.energy_j(t0, t1)
+    if energy is not None and t1 > t0:
+        metrics["answer_ms"] = (t1 - t0) * 1000.0
+        metrics["energy_j"] = energy
+        metrics["power_w"] = energy / (t1 - t0)
+    return metrics
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(prog="python -m server.bench.child", description=__doc__.split("\n")[0])
     p.add_argument("--bundle", required=True)
@@ -83,6 +105,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--followup", default="", help="with --image: the follow-up's text")
     p.add_argument("--prefill-chunk", type=int, default=0, help="prefill at most this many positions per "
                                                                 "decoder call (0: the runtime's default)")
+    p.add_argument("--jtop-socket", default="/run/jtop.sock", help="jtop.service's socket (power on a Jetson)")
+    p.add_argument("--jtop-interval", type=float, default=0.5, help="jtop's sampling interval, seconds")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -109,15 +133,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     upload = Path(args.image).read_bytes() if args.image else None
     processor = _processor(rt) if upload is not None else None
     texts = {"first": args.question, "followup": args.followup}
+    power = _power(args.jtop_socket, args.jtop_interval)
     for i in range(args.repeat + 1):  # run 0 warms up the arena and kernels, and is not counted
         gen.reset()  # the first question starts cold: nothing cached from the previous repeat
         gen.image_cache.clear()
         prep = _preparer(processor) if processor is not None else None  # an empty upload cache
         for q in QUESTIONS:
+            t0 = time.monotonic()  # the power trace's clock
             if prep is not None:
                 r = run_request(gen, processor, prep, upload, texts[q], inputs[q], args.new_tokens)
             else:
                 r = run_question(gen, inputs[q], pixels, args.new_tokens)
+            r = _with_energy(power, t0, time.monotonic(), r)
             if i:
                 runs[q].append(r)
     emit({
@@ -130,9 +157,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         "questions": {q: summarize(runs[q]) for q in QUESTIONS},
         "output_ids": {q: runs[q][-1]["output_ids"] for q in QUESTIONS},
         "peak_rss_mb": peak_rss_mb(),
+        "telemetry": _telemetry(power),
     })
+    power.stop()
     rt.close()
     return 0
+
+
+def _telemetry(power: Any) -> Dict[str, Any]:
+    """Where the power figures come from: jtop's status (the reason when unavailable), power mode, clocks."""
+    snap = power.snapshot()
+    out = {k: snap[k] for k in ("status", "reason", "nvpmodel", "jetson_clocks", "jetson_stats") if k in snap}
+    return out
 
 
 def _processor(rt: Any) -> Any:

@@ -20,6 +20,9 @@ TIMING_KEYS = ("image_encode_ms", "prefill_ms", "ttft_ms", "decode_tokens_per_s"
 # ours with --image: TTFT of a request as the service runs it, from the image bytes and question text
 # (decode + preprocess cached by content for a follow-up, prompt tokens, engine check, first token)
 REQUEST_KEYS = ("image_prep_ms", "request_ttft_ms")
+# Where jtop reads the board's power (a Jetson): mean watts and joules over each answer's generation,
+# and that generation's duration (the interval the power trace was integrated over).
+POWER_KEYS = ("answer_ms", "power_w", "energy_j")
 COUNT_KEYS = ("prompt_tokens", "generated_tokens", "cached_tokens")
 QUESTIONS = ("first", "followup")  # a new image and question; then a second question on the same image
 
@@ -62,6 +65,9 @@ def summarize(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for key in TIMING_KEYS + tuple(k for k in REQUEST_KEYS if k in runs[0]):
         out[key] = round(statistics.median(float(r[key]) for r in runs), 3)
+    for key in POWER_KEYS:  # only when every run has it: a median over some runs would mislead
+        if all(r.get(key) is not None for r in runs):
+            out[key] = round(statistics.median(float(r[key]) for r in runs), 3)
     for key in COUNT_KEYS:
         values = {int(r[key]) for r in runs}
         if len(values) != 1:

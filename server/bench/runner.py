@@ -39,6 +39,8 @@ GOALS: Dict[str, Tuple[Tuple[str, str, float], ...]] = {
 }
 _COLUMNS = (("image_encode_ms", "image encode ms"), ("prefill_ms", "prefill ms"), ("ttft_ms", "TTFT ms"),
             ("decode_tokens_per_s", "decode tok/s"))
+# Where jtop reads the board's power (a Jetson): two more columns (mean power, joules per answer).
+_POWER_COLUMNS = (("power_w", "power W"), ("energy_j", "J/answer"))
 _QUESTION_NAMES = {"first": "first question", "followup": "follow-up"}
 
 
@@ -150,12 +152,24 @@ def goals(r: Dict[str, Optional[float]], targets: Tuple[Tuple[str, str, float], 
     return out
 
 
+def _power_line(telemetry: Optional[Dict[str, Any]]) -> str:
+    """Where the power columns come from, or why there are none."""
+    if not telemetry:
+        return "power: not measured"
+    if telemetry.get("status") != "ok":
+        return "power: unavailable (%s)" % telemetry.get("reason", telemetry.get("status"))
+    clocks = telemetry.get("jetson_clocks")
+    return "power: jtop total board power, nvpmodel %s, jetson_clocks %s" % (
+        telemetry.get("nvpmodel") or "?", "?" if clocks is None else ("on" if clocks else "off"))
+
+
 def _div(a: float, b: float) -> Optional[float]:
     return float("%.4g" % (a / b)) if b else None  # 4 significant digits: tiny models give ratios ~0.002
 
 
 def format_report(rep: Dict[str, Any]) -> str:
     first, follow = rep["prompt"]["first"], rep["prompt"]["followup"]
+    power = [c for c in _POWER_COLUMNS if any(c[0] in row for row in rep["rows"])]
     lines = [
         "tinyllava-med bench: %s (%s), %d new tokens per question, median of %d run(s)"
         % (rep["model"], rep["precision"], rep["new_tokens"], rep["repeat"]),
@@ -163,14 +177,17 @@ def format_report(rep: Dict[str, Any]) -> str:
         % (first["positions"], first["image_tokens"], first["positions"] - first["image_tokens"],
            follow["positions"]),
         "",
-        "%-30s" % "" + "".join("%16s" % title for _, title in _COLUMNS) + "%14s" % "peak RSS MB",
+        "%-30s" % "" + "".join("%16s" % title for _, title in _COLUMNS) + "%14s" % "peak RSS MB"
+        + "".join("%12s" % title for _, title in power),
     ]
     for row in rep["rows"]:
         label = "%s, %s" % (row["system"], _QUESTION_NAMES[row["question"]])
         cells = "".join("%16.1f" % row[key] for key, _ in _COLUMNS)
+        watts = "".join("%12.2f" % row[key] if key in row else "%12s" % "-" for key, _ in power)
         note = "  (%d positions reused)" % row["cached_tokens"] if row["cached_tokens"] else ""
-        lines.append("%-30s%s%14.0f%s" % (label, cells, row["peak_rss_mb"], note))
+        lines.append("%-30s%s%14.0f%s%s" % (label, cells, row["peak_rss_mb"], watts, note))
     lines.append("")
+    lines.append(_power_line(rep["systems"].get("ours", {}).get("telemetry")))
     for name, sysrep in rep["systems"].items():
         chunk = ", prefill chunk %d" % sysrep["prefill_chunk"] if sysrep.get("prefill_chunk") else ""
         lines.append("%-13s %s, %d threads, %d vision layers%s, load %.1f s"

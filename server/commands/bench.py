@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ours: prefill at most this many positions per decoder call (bounds attention scratch "
                         "memory; default: the runtime's)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    p.add_argument("--chart", metavar="FILE.png", help="also write a PNG chart of the figures (needs the eval extra)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -55,4 +56,8 @@ def main(args: argparse.Namespace) -> int:
                  ours_flags, checkpoint=args.checkpoint, baseline=baseline)
     out = json.dumps(report, indent=2) if args.json else format_report(report)
     sys.stdout.write(out + "\n")
+    if args.chart:
+        from server.bench.chart import write_chart
+
+        write_chart(report, Path(args.chart))
     return 0

@@ -18,13 +18,15 @@ from server.runtime.generator import Generator
 from server.runtime.pipeline import BundlePipeline
 from server.runtime.request import GenerationParams
 from server.service.admission import Admission
+from server.service.engines import ensure_engines, resolve_builder
+from server.service.jetson import JtopConfig
 from server.service.metrics import ServiceMetrics
 from server.service.settings import Settings
 from server.service.telemetry import HostTelemetry
 
 log = logging.getLogger(__name__)
 
-LOADING, READY, FAILED, DRAINING = "loading", "ready", "failed", "draining"
+LOADING, BUILDING, READY, FAILED, DRAINING = "loading", "building", "ready", "failed", "draining"
 
 
 class Service:
@@ -38,9 +40,12 @@ class Service:
         self.started = time.time()
         self.status = LOADING
         self.error: Optional[str] = None
+        self.detail: Optional[str] = None  # what a not-ready service is doing ("building engines ...")
         self.pipeline: Optional[BundlePipeline] = None
         self.admission: Optional[Admission] = None
-        self.telemetry = HostTelemetry(self.bundle_dir)
+        self.telemetry = HostTelemetry(self.bundle_dir, JtopConfig(interval_s=settings.jtop_interval,
+                                                                   socket=settings.jtop_socket))
+        self.metrics.attach_device(self.telemetry.jetson)
         self.in_flight = 0  # API requests in progress (health probes not counted); the drain waits on it
         self._thread: Optional[threading.Thread] = None
 
@@ -54,6 +59,7 @@ class Service:
         return (adm.running, adm.waiting) if adm is not None else (0, 0)
 
     def start(self) -> None:
+        self.telemetry.start()
         self._thread = threading.Thread(target=self._load, name="bundle-loader", daemon=True)
         self._thread.start()
 
@@ -63,6 +69,7 @@ class Service:
         self.status = DRAINING
 
     def stop(self) -> None:
+        self.telemetry.stop()
         if self.admission is not None:
             self.admission.stop()
         if self.pipeline is not None:
@@ -71,6 +78,8 @@ class Service:
     def _load(self) -> None:
         s = self.settings
         try:
+            if s.build_engines:
+                self._build_engines()
             t0 = time.perf_counter()
             pipeline = BundlePipeline(self.bundle_dir, image_limits=self.settings.image_limits)
             first = pipeline.runtime.generator
@@ -90,6 +99,20 @@ class Service:
             self.error = "%s: %s" % (type(e).__name__, e)
             log.error("the bundle could not be loaded: %s", self.error)
 
+    def _build_engines(self) -> None:
+        """First start: the bundle's engines for this device, built before loading (minutes), then cached."""
+        s = self.settings
+
+        def building() -> None:
+            if self.status == LOADING:
+                self.status = BUILDING
+                self.detail = ("building engines (%s) for this device: the first start takes minutes; later starts "
+                               "reuse them" % s.precision)
+
+        ensure_engines(resolve_builder(s.engine_builder), self.bundle_dir, s.precision, on_build=building)
+        if self.status == BUILDING:
+            self.status, self.detail = LOADING, None
+
 
 def _warm_up(pipeline: BundlePipeline, generator: Generator) -> None:
     """One short generation: the first run of a graph pays its allocations (and TensorRT its tactics)."""
@@ -101,4 +124,4 @@ def _warm_up(pipeline: BundlePipeline, generator: Generator) -> None:
     generator.image_cache.clear()
 
 
-__all__ = ["DRAINING", "FAILED", "LOADING", "READY", "Service"]
+__all__ = ["BUILDING", "DRAINING", "FAILED", "LOADING", "READY", "Service"]

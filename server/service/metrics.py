@@ -1,13 +1,15 @@
 """Prometheus metrics of the service, named after vLLM's (`vllm:time_to_first_token_seconds` ...).
 
 One registry per app, so two apps in one process (tests) do not share counts. Label values come
-from fixed sets in this package (reasons, finish reasons, route names), never from a request.
+from fixed sets in this package (reasons, finish reasons, route names) or from the device (jtop's rail
+and sensor names, the nvpmodel name), never from a request.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Iterator, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 PREFIX = "tinyllava:"
@@ -48,6 +50,8 @@ class ServiceMetrics:
                                ["reason"], registry=r)
         self.requests = Counter(PREFIX + "http_requests", "Generation requests by route and status class.",
                                 ["route", "status"], registry=r)
+        self.energy = Counter(PREFIX + "energy_joules", "Device energy drawn while generating answers (where "
+                              "power is readable: jtop).", registry=r)
         for reason in REJECT_REASONS:  # present at 0, so a scrape can tell "none" from "not exported"
             self.rejected.labels(reason=reason)
         for reason in ABORT_REASONS:
@@ -67,8 +71,52 @@ class ServiceMetrics:
         assert route in ROUTES, route
         self.requests.labels(route=route, status="%dxx" % (status // 100)).inc()
 
+    def attach_device(self, jetson: Any) -> None:
+        """Export the latest jtop sample (server/service/jetson.py) as gauges, read at each scrape."""
+        self.registry.register(_DeviceCollector(jetson))
+
     def render(self) -> Tuple[bytes, str]:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class _DeviceCollector:
+    """Jetson gauges from the telemetry thread's latest sample; only `device_telemetry_available` off-Jetson."""
+
+    def __init__(self, jetson: Any) -> None:
+        self.jetson = jetson
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # names depend on the device; describe nothing so registration never collects early
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        sample = self.jetson.latest if self.jetson.status == "ok" else None
+        yield GaugeMetricFamily(PREFIX + "device_telemetry_available", "1 when jtop telemetry is read, 0 when it "
+                                "is unavailable (GET /v1/system says why).", value=1 if sample is not None else 0)
+        if sample is None:
+            return
+        scalars = (("device_power_watts", "Total board power.", sample.power_w),
+                   ("device_gpu_load_percent", "GPU load.", sample.gpu_load_percent),
+                   ("device_ram_total_bytes", "RAM, total.", sample.ram_total_bytes),
+                   ("device_ram_used_bytes", "RAM in use (the iGPU's share included).", sample.ram_used_bytes),
+                   ("device_gpu_shared_ram_bytes", "RAM the integrated GPU holds.", sample.gpu_shared_ram_bytes),
+                   ("device_jetson_clocks", "1 when jetson_clocks pins the clocks at their maximum.",
+                    None if sample.jetson_clocks is None else int(sample.jetson_clocks)))
+        for name, doc, value in scalars:
+            if value is not None:
+                yield GaugeMetricFamily(PREFIX + name, doc, value=value)
+        rails = GaugeMetricFamily(PREFIX + "device_rail_power_watts", "Power per rail (INA3221).", labels=["rail"])
+        for rail, watts in sorted(sample.rails_w.items()):
+            rails.add_metric([rail], watts)
+        yield rails
+        temps = GaugeMetricFamily(PREFIX + "device_temperature_celsius", "Temperature per sensor.", labels=["sensor"])
+        for sensor, celsius in sorted(sample.temperatures_c.items()):
+            temps.add_metric([sensor], celsius)
+        yield temps
+        if sample.nvpmodel is not None:
+            mode = GaugeMetricFamily(PREFIX + "device_nvpmodel_info", "The active power mode (nvpmodel), as a label.",
+                                     labels=["mode"])
+            mode.add_metric([sample.nvpmodel], 1)
+            yield mode
 
 
 __all__ = ["ABORT_REASONS", "FINISH_REASONS", "REJECT_REASONS", "ServiceMetrics"]

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
 
+    # First start on a device (server/service/engines.py): build missing TensorRT engines for the bundle
+    # before /ready turns 200 (the Jetson image sets it); never inside a request.
+    build_engines: bool = False
+    precision: str = Field("fp16", description="engine precision to build and serve: fp16 | int8")
+    engine_builder: str = Field("engine_build.trt.build", description="module with engines_ready/build_engines")
+
+    # Jetson telemetry (server/service/jetson.py): jtop's sampling interval and the jtop.service socket.
+    jtop_interval: float = Field(0.5, gt=0, le=60)
+    jtop_socket: Path = Path("/run/jtop.sock")
+
     # Testing knobs: simulate a slow device. Both 0 in production.
     warmup_delay: float = Field(0.0, ge=0, description="extra seconds before /ready turns 200")
     token_delay: float = Field(0.0, ge=0, description="extra seconds per generated token")
@@ -76,6 +86,13 @@ class Settings(BaseSettings):
         if value.lower() not in _LOG_LEVELS:
             raise ValueError("log level %r is not one of %s" % (value, ", ".join(_LOG_LEVELS)))
         return value.lower()
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: str) -> str:
+        if value not in ("fp16", "int8"):
+            raise ValueError("precision %r is not fp16 or int8" % value)
+        return value
 
     @field_validator("remote_image_prefixes")
     @classmethod

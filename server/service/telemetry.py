@@ -1,7 +1,8 @@
-"""Host telemetry through psutil: CPU, memory, disk, temperatures, this process.
+"""Host telemetry: CPU, memory, disk, temperatures and this process through psutil, on any host;
+on a Jetson also GPU load, the iGPU's RAM, power rails, nvpmodel and jetson_clocks through jtop
+(server/service/jetson.py), "unavailable" with the reason elsewhere.
 
-Jetson boards add power rails and GPU/EMC load through jtop (a later addition); psutil works on
-any host. Values are sampled per call; CPU percentages are since the previous call (0 on the first).
+Values are sampled per call; CPU percentages are since the previous call (0 on the first).
 """
 from __future__ import annotations
 
@@ -13,13 +14,26 @@ from typing import Any, Dict, Optional
 
 import psutil
 
+from server.service.jetson import JtopConfig, JtopTelemetry
+
 
 class HostTelemetry:
-    def __init__(self, disk_path: Path) -> None:
+    def __init__(self, disk_path: Path, jtop: Optional[JtopConfig] = None) -> None:
         self.disk_path = disk_path
         self.process = psutil.Process()
         self.process.cpu_percent(None)  # start the interval the next call measures
         psutil.cpu_percent(None)
+        self.jetson = JtopTelemetry(jtop if jtop is not None else JtopConfig())
+
+    def start(self) -> None:
+        self.jetson.start()
+
+    def stop(self) -> None:
+        self.jetson.stop()
+
+    def energy_j(self, t0: float, t1: float) -> Optional[float]:
+        """Joules the device drew from t0 to t1 (time.monotonic()), where power is readable (jtop)."""
+        return self.jetson.energy_j(t0, t1)
 
     def snapshot(self) -> Dict[str, Any]:
         vm = psutil.virtual_memory()
@@ -40,6 +54,7 @@ class HostTelemetry:
             "disk": self._disk(),
             "temperatures_c": _temperatures(),
             "process": process,
+            "jetson": self.jetson.snapshot(),
         }
 
     def _disk(self) -> Optional[Dict[str, Any]]:

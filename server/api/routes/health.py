@@ -2,7 +2,8 @@
 
 /live is 200 as soon as the process serves HTTP. /ready (and /health, its llama.cpp-style alias
 with a few more facts) is 200 only once the bundle is loaded and a warm-up generation ran, and
-503 while loading, after a failed load, and while draining on shutdown.
+503 while loading (or building engines on a device's first start), after a failed load, and while
+draining on shutdown.
 """
 from __future__ import annotations
 
@@ -24,19 +25,21 @@ class Liveness(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: str = Field(description="ready | loading | failed | draining")
+    status: str = Field(description="ready | loading | building | failed | draining")
     model: str
     error: Optional[str] = Field(None, description="why loading failed")
+    detail: Optional[str] = Field(None, description="what a service that is not ready yet is doing "
+                                                     "(\"building engines ...\" on a device's first start)")
     uptime_s: Optional[float] = None
     running: Optional[int] = None
     waiting: Optional[int] = None
 
 
-_NOT_READY = {503: {"model": Readiness, "description": "Loading, failed to load, or draining."}}
+_NOT_READY = {503: {"model": Readiness, "description": "Loading, building engines, failed to load, or draining."}}
 
 
 def _readiness(service: Service, detail: bool) -> JSONResponse:
-    body = Readiness(status=service.status, model=service.model_id, error=service.error)
+    body = Readiness(status=service.status, model=service.model_id, error=service.error, detail=service.detail)
     if detail:
         body.uptime_s = round(time.time() - service.started, 3)
         body.running, body.waiting = service.queue_depth()

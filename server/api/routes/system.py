@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Dict, List, Optional
 
 from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from server.api.deps import AuthDep, ServiceDep
 from server.api.errors import error_responses
@@ -41,6 +41,24 @@ class ProcessInfo(BaseModel):
     uptime_s: float
 
 
+class JetsonInfo(BaseModel):
+    """jtop's latest sample (server/service/jetson.py), or why there is none."""
+
+    status: str = Field(description="ok | starting | unavailable")
+    reason: Optional[str] = Field(None, description="why telemetry is unavailable, and the fix")
+    jetson_stats: Optional[str] = Field(None, description="the jetson-stats version read")
+    interval_s: Optional[float] = None
+    gpu_load_percent: Optional[float] = None
+    ram_total_bytes: Optional[int] = None
+    ram_used_bytes: Optional[int] = None
+    gpu_shared_ram_bytes: Optional[int] = Field(None, description="RAM the integrated GPU holds")
+    power_w: Optional[float] = Field(None, description="total board power")
+    rails_w: Optional[Dict[str, float]] = None
+    temperatures_c: Optional[Dict[str, float]] = None
+    nvpmodel: Optional[str] = Field(None, description="power mode")
+    jetson_clocks: Optional[bool] = None
+
+
 class ServiceInfo(BaseModel):
     status: str
     model: str
@@ -52,7 +70,7 @@ class ServiceInfo(BaseModel):
 
 
 class SystemInfo(BaseModel):
-    model_config = ConfigDict(extra="allow")  # device-specific sections (Jetson power rails) come later
+    model_config = ConfigDict(extra="allow")
 
     platform: Dict[str, str]
     cpu: CpuInfo
@@ -60,6 +78,7 @@ class SystemInfo(BaseModel):
     disk: Optional[DiskInfo] = None
     temperatures_c: Dict[str, float]
     process: ProcessInfo
+    jetson: JetsonInfo
     service: ServiceInfo
 
 

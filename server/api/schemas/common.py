@@ -38,6 +38,8 @@ class Timings(BaseModel):
     images: int
     images_encoded: int
     image_cache_hits: int
+    energy_j: Optional[float] = Field(None, description="joules the device drew while generating (power "
+                                      "integrated from start to last token); only where power is readable (jtop)")
 
 
 class ImageInfo(BaseModel):
