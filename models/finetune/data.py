@@ -84,13 +84,15 @@ def turns_of(record: Dict[str, Any], index: int = 0) -> List[Tuple[int, str]]:
 
 def render_with_spans(template: Template, turns: Sequence[Tuple[int, str]]) -> Tuple[str, List[Tuple[int, int]]]:
     """The template's text of the conversation and the character spans [start, end) of each assistant
-    answer including the separator after it (what LLaVA's prepress leaves unmasked)."""
+    answer, from the space before it to the separator after it (what LLaVA's preprocess leaves unmasked)."""
     messages = [(template.roles[role], text) for role, text in turns]
     spans = []
     for k, (role, text) in enumerate(turns):
         if role == 1:
             before = template.render(messages[:k])
-            start = len(before) + len(template.roles[1]) + 2  # "ASSISTANT: "
+            # The span starts at the space after "ASSISTANT:": inference prompts end at the colon, so
+            # the model generates that space (SentencePiece's "▁", a token of its own before digits).
+            start = len(before) + len(template.roles[1]) + 1
             spans.append((start, len(template.render(messages[:k + 1]))))
     return template.render(messages), spans
 

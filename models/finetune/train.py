@@ -236,7 +236,7 @@ def finetune(checkpoint: Union[str, Path], records: Sequence[Dict[str, Any]], im
     step = 0
     if resume:
         state = torch.load(state_path, map_location=device, weights_only=False)
-        if state["fingerprint"] != fingerprint or state["config"] != dataclasses.asdict(cfg):
+        if state["fingerprint"] != fingerprint or _run_defining(state["config"]) != _run_defining(dataclasses.asdict(cfg)):
             raise TrainingError("%s was written by a run with other data or settings; resume with the same "
                                 "--data, --images and flags, or start in a new --out" % state_path)
         trainer.load_state_dict(state["model"])
@@ -303,6 +303,11 @@ def finetune(checkpoint: Union[str, Path], records: Sequence[Dict[str, Any]], im
         json.dump(summary, f, indent=1)
         f.write("\n")
     return summary
+
+
+def _run_defining(config: Dict[str, Any]) -> Dict[str, Any]:
+    """The settings a resumed run must share with the stopped one (where it stops and saves may change)."""
+    return {k: v for k, v in config.items() if k not in ("max_steps", "save_every", "device")}
 
 
 def _precision(device: torch.device):

@@ -65,15 +65,18 @@ def tiny_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_real_tokenizer_prefix_is_the_served_prompt_and_labels_decode_to_the_answer(tiny_ckpt: Path) -> None:
     ckpt = read_checkpoint(tiny_ckpt)
     proc = Processor(ckpt.config, TextTokenizer(ckpt.load_tokenizer()))
-    record = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\nWhere is the lesion?"},
-                                                  {"from": "gpt", "value": "left"}]}
-    ex = encode(proc.tokenizer, proc.template, record)
-    prompt = proc.prompt_ids("Where is the lesion?")
-    assert ex.input_ids[:len(prompt)] == prompt
-    assert all(label == I for label in ex.labels[:len(prompt)])
-    answer = [t for t in ex.labels if t != I]
-    assert answer == ex.input_ids[len(prompt):] and answer[-1] == proc.eos_id
-    assert proc.decode(answer).strip() == "left"
+    # "2" is SentencePiece "▁" + "2" (digits split): the "▁" the model must generate is learned too.
+    for question, reply in (("Where is the lesion?", "left"), ("How many lesions are there?", "2"),
+                            ("Is there a lesion?", "yes")):
+        record = {"image": "a.png", "conversations": [{"from": "human", "value": "<image>\n" + question},
+                                                      {"from": "gpt", "value": reply}]}
+        ex = encode(proc.tokenizer, proc.template, record)
+        prompt = proc.prompt_ids(question)
+        assert ex.input_ids[:len(prompt)] == prompt
+        assert all(label == I for label in ex.labels[:len(prompt)])
+        answer = [t for t in ex.labels if t != I]
+        assert answer == ex.input_ids[len(prompt):] and answer[-1] == proc.eos_id
+        assert proc.decode(answer) == reply
 
 
 @pytest.fixture(scope="module")
