@@ -236,12 +236,25 @@ _TINY_PHI = TextConfig(
     partial_rotary_factor=0.4, bos_token_id=None, eos_token_id=0, pad_token_id=0,
 )
 
+# The embedded demo model (scripts/make-demo-model): the TinyLLaVA shape at a size a 2-core CPU
+# trains from scratch in minutes on the synthetic images (models/synthetic): 64 px in 8 px patches
+# (64 image tokens), a 4-layer SigLIP-shaped tower and a 3-layer Llama decoder of width 128.
+_DEMO_SIGLIP = VisionConfig(
+    family="siglip", image_size=64, patch_size=8, hidden_size=96, intermediate_size=192,
+    num_layers=4, num_heads=4, layer_norm_eps=1e-6, hidden_act="gelu_pytorch_tanh",
+)
+_DEMO_LLAMA = TextConfig(
+    family="llama", vocab_size=1024, hidden_size=128, intermediate_size=256, num_layers=3,
+    num_heads=4, num_kv_heads=2, max_position_embeddings=384,
+)
+
 PRESETS: Dict[str, ModelConfig] = {
     "tinyllava-med-1.5b": ModelConfig("tinyllava-med-1.5b", SIGLIP_SO400M, TINYLLAMA_1_1B, template="vicuna_v1"),
     "tinyllava-phi-3.1b": ModelConfig("tinyllava-phi-3.1b", SIGLIP_SO400M, PHI_2, template="phi"),
     "tiny": ModelConfig("tiny", _TINY_SIGLIP, _TINY_LLAMA, template="vicuna_v1"),
     "tiny-phi": ModelConfig("tiny-phi", _TINY_SIGLIP, _TINY_PHI, template="phi"),
     "tiny-clip": ModelConfig("tiny-clip", _TINY_CLIP, _TINY_LLAMA, template="vicuna_v1"),
+    "synthetic-demo": ModelConfig("synthetic-demo", _DEMO_SIGLIP, _DEMO_LLAMA, template="vicuna_v1"),
 }
 
 

@@ -15,6 +15,9 @@ from typing import Dict, List, Optional, Tuple
 # subcommand -> (module, one-line help)
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "make-checkpoint": ("models.commands.make_checkpoint", "write a random-weight checkpoint in a real layout"),
+    "make-dataset": ("models.commands.make_dataset", "write the synthetic medical VQA data set (VQA-RAD, SLAKE or "
+                     "LLaVA-Med layout)"),
+    "finetune": ("models.commands.finetune", "train a checkpoint on LLaVA conversations or a VQA training split"),
     "export": ("engine_build.commands.export", "export a checkpoint to an ONNX bundle (TensorRT 8.5 gated)"),
     "validate": ("engine_build.commands.validate", "compare a bundle with its checkpoint or another bundle"),
     "ask": ("server.commands.ask", "answer one question about one image"),

@@ -102,6 +102,21 @@ def load_model(path: Union[str, Path], dtype: Optional[torch.dtype] = None) -> T
     return model_from_checkpoint(read_checkpoint(path, dtype))
 
 
+def read_all_tensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+    """Every tensor param_spec(config, used_only=False) names, loaded: read_checkpoint's, plus those
+    the model never runs (the last vision layer, post-layernorm, pooling head), which a fine-tuned
+    checkpoint carries over unchanged."""
+    root = Path(path)
+    ckpt = read_checkpoint(root)
+    sources: List[Tuple[Layout, WeightFiles]] = [(LAYOUT_TABLES[ckpt.layout], open_weights(root))]
+    if ckpt.vision_tower_path is not None and has_weights(ckpt.vision_tower_path):
+        sources.append((TOWER_DIR, open_weights(ckpt.vision_tower_path)))
+    tensors = dict(ckpt.tensors)
+    for internal, (ref, owner) in _map_all(sources, ckpt.config, param_spec(ckpt.config, used_only=False)).items():
+        tensors.setdefault(internal, owner.get(ref.name))
+    return tensors
+
+
 def model_from_checkpoint(ckpt: LoadedCheckpoint) -> Tuple[LlavaModel, ModelConfig]:
     """The LlavaModel of an already read checkpoint, in the dtype its tensors have (see load_model)."""
     dtype = ckpt.tensors["lm_head.weight"].dtype

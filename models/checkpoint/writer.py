@@ -11,10 +11,11 @@ import contextlib
 import hashlib
 import json
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
 
 import torch
 from tokenizers import AddedToken, Tokenizer
@@ -76,8 +77,9 @@ def make_checkpoint(out: Union[str, Path], preset: Union[str, ModelConfig], fmt:
     if fmt == "llava" and tower is None:  # not a published tower: ship it beside the weights, as bczhou's 3.1B does
         tower = "%s_vision_tower" % cfg.vision.family
         tower_dir = out / tower
-    _write_weights(out, cfg, fmt, seed, DTYPES[dtype], max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, progress,
-                   tower_dir=tower_dir)
+    spec = param_spec(cfg, used_only=False)
+    _write_weights(out, cfg, fmt, lambda name: init_tensor(name, spec[name], seed), DTYPES[dtype],
+                   max_shard_bytes or DEFAULT_MAX_SHARD_BYTES, progress, tower_dir=tower_dir)
     if tower_dir is not None:
         _dump(tower_dir / "config.json", cw.tower_dir_json(cfg.vision, dtype))
 
@@ -97,10 +99,11 @@ def make_checkpoint(out: Union[str, Path], preset: Union[str, ModelConfig], fmt:
     return out
 
 
-def _write_weights(out: Path, cfg: ModelConfig, fmt: str, seed: int, dtype: torch.dtype, max_shard: int,
-                   progress: bool, tower_dir: Optional[Path] = None) -> None:
-    """Every param_spec(used_only=False) tensor under the layout's names; with tower_dir, the vision
-    tower a second time there under a standalone SiglipVisionModel / CLIPVisionModel's names."""
+def _write_weights(out: Path, cfg: ModelConfig, fmt: str, value: Callable[[str], torch.Tensor], dtype: torch.dtype,
+                   max_shard: int, progress: bool, tower_dir: Optional[Path] = None) -> None:
+    """Every param_spec(used_only=False) tensor under the layout's names, `value(internal name)` each;
+    with tower_dir, the vision tower a second time there under a standalone SiglipVisionModel /
+    CLIPVisionModel's names."""
     layout = LAYOUT_TABLES[fmt]
     spec = param_spec(cfg, used_only=False)
     jobs = [(out, {to_checkpoint(n, layout, cfg.connector): n for n in spec if n not in layout.absent_as_zero})]
@@ -114,8 +117,7 @@ def _write_weights(out: Path, cfg: ModelConfig, fmt: str, seed: int, dtype: torc
               disable=not progress) as bar:
         for directory, names in jobs:
             entries = [(stored, spec[internal]) for stored, internal in names.items()]
-            write_checkpoint_files(directory, entries, dtype, _producer(names, spec, seed, dtype), max_shard,
-                                   bar.update)
+            write_checkpoint_files(directory, entries, dtype, _producer(names, value, dtype), max_shard, bar.update)
 
 
 # ---- weights ------------------------------------------------------------------------------------
@@ -141,13 +143,66 @@ def init_tensor(name: str, shape: Sequence[int], seed: int) -> torch.Tensor:
     return t.mul_(1.0 / math.sqrt(fan_in))
 
 
-def _producer(back: Dict[str, str], spec: Dict[str, Tuple[int, ...]], seed: int,
+def _producer(back: Dict[str, str], value: Callable[[str], torch.Tensor],
               dtype: torch.dtype) -> Callable[[str], torch.Tensor]:
     def produce(checkpoint_name: str) -> torch.Tensor:
-        internal = back[checkpoint_name]
-        return init_tensor(internal, spec[internal], seed).to(dtype)
+        return value(back[checkpoint_name]).detach().to(device="cpu", dtype=dtype).contiguous()
 
     return produce
+
+
+# ---- trained weights ------------------------------------------------------------------------------
+
+_TOKENIZER_FILES = ("tokenizer.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                    "vocab.json", "merges.txt", "added_tokens.json")
+
+
+def save_checkpoint(out: Union[str, Path], cfg: ModelConfig, tensors: Mapping[str, torch.Tensor],
+                    tokenizer_from: Union[str, Path], dtype: str = "float32", progress: bool = True) -> Path:
+    """Trained weights as a checkpoint in the llava layout (what `finetune` writes; every reader loads it).
+
+    `tensors` holds every param_spec(cfg, used_only=False) name (models.checkpoint.reader.read_all_tensors
+    gives the ones the model never runs); the tokenizer files are copied from `tokenizer_from`, the
+    directory of the checkpoint the training started from. `out` must be absent or empty.
+    """
+    out = Path(out)
+    if out.exists() and any(p.name != "trainer_state.pt" for p in out.iterdir()):
+        raise FileExistsError("%s is not empty; give a new directory" % out)
+    spec = param_spec(cfg, used_only=False)
+    missing = [n for n in spec if n not in tensors]
+    if missing:
+        raise ValueError("cannot save: %d tensor(s) missing, e.g. %s" % (len(missing), missing[0]))
+    out.mkdir(parents=True, exist_ok=True)
+    src = Path(tokenizer_from)
+    for name in _TOKENIZER_FILES:
+        if (src / name).is_file():
+            shutil.copyfile(src / name, out / name)
+    pad_token = _pad_token(src)
+    tower = cw.known_tower_name(cfg.vision)
+    tower_dir = None
+    if tower is None:
+        tower = "%s_vision_tower" % cfg.vision.family
+        tower_dir = out / tower
+    _write_weights(out, cfg, "llava", lambda name: tensors[name], DTYPES[dtype], DEFAULT_MAX_SHARD_BYTES, progress,
+                   tower_dir=tower_dir)
+    if tower_dir is not None:
+        _dump(tower_dir / "config.json", cw.tower_dir_json(cfg.vision, dtype))
+    _dump(out / "config.json", cw.llava_json(cfg, tower, pad_token, dtype))
+    _dump(out / "generation_config.json", cw.generation_json(cfg.text, cw.LEGACY_TRANSFORMERS))
+    return out
+
+
+def _pad_token(checkpoint: Path) -> str:
+    """The pad token the source checkpoint names (config.json, then special_tokens_map.json)."""
+    for name in ("config.json", "special_tokens_map.json"):
+        path = checkpoint / name
+        if path.is_file():
+            value = json.loads(path.read_text(encoding="utf-8")).get("pad_token")
+            if isinstance(value, dict):
+                value = value.get("content")
+            if isinstance(value, str) and value:
+                return value
+    return "<unk>"
 
 
 # ---- tokenizer --------------------------------------------------------------------------------
