@@ -16,7 +16,8 @@ class VqaOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    question: str = Field(description="the question about the image")
+    # Not a pydantic constraint: the handler answers an empty question with its own code (empty_question).
+    question: str = Field(description="the question about the image", json_schema_extra={"pattern": r"\S"})
     model: Optional[str] = Field(None, description="must name the served model when given (GET /v1/models)")
     max_tokens: Optional[int] = Field(None, ge=1, description="most tokens to generate (server default when absent)")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (default): the same answer every time")
@@ -30,7 +31,8 @@ class VqaOptions(BaseModel):
 
 
 class VqaJsonRequest(VqaOptions):
-    image: str = Field(description="the image file (PNG, JPEG or DICOM) as base64 or a data URL")
+    image: str = Field(json_schema_extra={"minLength": 1},
+                       description="the image file (PNG, JPEG or DICOM) as base64 or a data URL")
 
 
 class VqaResponse(BaseModel):
