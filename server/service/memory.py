@@ -3,11 +3,15 @@
 A 40 MB JSON body is read, parsed and decoded into several buffers of that order; freed, glibc keeps
 much of that in its heap (its mmap threshold rises to the size of the last big free), so resident
 memory after a burst would stay at the burst's peak. malloc_trim(0) hands the free pages back.
+Before that, a garbage collection: a refused request's exception and traceback form a reference
+cycle with the frames that hold its body and image buffers, which plain reference counting never
+frees (and the next automatic collection may be many requests away).
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import gc
 import logging
 from typing import Any, Optional
 
@@ -33,7 +37,8 @@ def _malloc_trim() -> Optional[Any]:
 
 
 def release_memory() -> bool:
-    """Return free heap pages to the OS; True when glibc's malloc_trim ran."""
+    """Free unreachable cycles, then return free heap pages to the OS; True when glibc's malloc_trim ran."""
+    gc.collect()
     libc = _malloc_trim()
     if libc is None:
         return False
