@@ -52,6 +52,20 @@ class VqaDelta(BaseModel):
     delta: str
 
 
+def _without_null(prop: Dict[str, Any]) -> Dict[str, Any]:
+    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+    if "anyOf" not in prop:
+        out = dict(prop)
+    elif len(branches) == 1:
+        out = {k: v for k, v in prop.items() if k != "anyOf"}
+        out.update(branches[0])
+    else:
+        out = dict(prop, anyOf=branches)
+    if out.get("default", 0) is None:
+        del out["default"]
+    return out
+
+
 def request_body_schema() -> Dict[str, Any]:
     """The OpenAPI requestBody: the JSON model, and the same fields as a multipart form with a file part."""
     json_schema = VqaJsonRequest.model_json_schema()
@@ -59,7 +73,10 @@ def request_body_schema() -> Dict[str, Any]:
     form["title"] = "VqaForm"
     form["properties"]["image"] = {"type": "string", "format": "binary", "description": "the image file"}
     # Form fields are text; stop is a single string there.
-    form["properties"]["stop"] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    form["properties"]["stop"] = {"type": "string"}
+    # A form field has no null: it is sent or left out (and "null" is no integer).
+    for name, prop in form["properties"].items():
+        form["properties"][name] = _without_null(prop)
     return {
         "required": True,
         "content": {
