@@ -53,14 +53,10 @@ class VqaDelta(BaseModel):
 
 
 def _without_null(prop: Dict[str, Any]) -> Dict[str, Any]:
-    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
-    if "anyOf" not in prop:
-        out = dict(prop)
-    elif len(branches) == 1:
-        out = {k: v for k, v in prop.items() if k != "anyOf"}
-        out.update(branches[0])
-    else:
-        out = dict(prop, anyOf=branches)
+    """The property without its null branch (anyOf kept, with what is left) and without a null default."""
+    out = dict(prop)
+    if "anyOf" in prop:
+        out["anyOf"] = [b for b in prop["anyOf"] if b.get("type") != "null"]
     if out.get("default", 0) is None:
         del out["default"]
     return out
