@@ -16,7 +16,7 @@ import urllib.parse
 import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Dict, Iterator, List
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import httpx
 import jsonschema
@@ -71,14 +71,14 @@ def server(service_log_dir: Path, image_host: str) -> Iterator[ServerProcess]:
         yield s
 
 
-def _chat(url: str, question: str, system: str = "", history: List[Any] = ()) -> Dict[str, Any]:
+def _chat(url: str, question: str, system: str = "", earlier: Optional[Tuple[str, str]] = None) -> Dict[str, Any]:
+    """A chat body: the image with the first question, then (`earlier` = (first question, its answer))
+    the answer and `question` as a follow-up."""
     messages: List[Dict[str, Any]] = [{"role": "system", "content": system}] if system else []
-    first = history[0][0] if history else question
-    messages.append({"role": "user", "content": [{"type": "text", "text": first},
+    messages.append({"role": "user", "content": [{"type": "text", "text": earlier[0] if earlier else question},
                                                  {"type": "image_url", "image_url": {"url": url}}]})
-    for q, a in history:
-        messages.append({"role": "assistant", "content": a})
-        messages.append({"role": "user", "content": question})
+    if earlier:
+        messages += [{"role": "assistant", "content": earlier[1]}, {"role": "user", "content": question}]
     return {"messages": messages, "max_tokens": 4}
 
 
@@ -201,7 +201,7 @@ def test_prefix_cache_is_scoped_to_the_api_key(server: ServerProcess) -> None:
         first = a.post("/v1/chat/completions", json=_chat(image, question))
         assert first.status_code == 200, first.text
         answer = first.json()["choices"][0]["message"]["content"].strip()
-        follow = a.post("/v1/chat/completions", json=_chat(image, "how large is it?", history=[(question, answer)]))
+        follow = a.post("/v1/chat/completions", json=_chat(image, "how large is it?", earlier=(question, answer)))
         assert follow.status_code == 200, follow.text
         # The attack: another client guesses A's question on the same image, and reads cached_tokens.
         guess = b.post("/v1/chat/completions", json=_chat(image, question))
