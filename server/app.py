@@ -36,7 +36,9 @@ def create_app(settings: Optional[Settings] = None) -> FastAPI:
         yield
         service.stop()
 
-    app = FastAPI(title="TinyLLaVA-Med", version=package_version(), description=DESCRIPTION, lifespan=lifespan)
+    # The API documents are routes of their own (server/api/routes/docs.py), behind the API key.
+    app = FastAPI(title="TinyLLaVA-Med", version=package_version(), description=DESCRIPTION, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service = service
     install_error_handlers(app)
     install_openapi(app, settings)

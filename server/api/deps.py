@@ -1,4 +1,8 @@
-"""Dependencies of the routes: the service, API-key auth, readiness."""
+"""Dependencies of the routes: the service, API-key auth, readiness.
+
+All are `async def`: FastAPI runs a plain `def` dependency in the shared thread pool, so with the pool
+busy (image decodes) even /ready would wait for a thread.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +20,7 @@ bearer_scheme = HTTPBearer(auto_error=False, description="Authorization: Bearer 
 api_key_scheme = APIKeyHeader(name="X-Api-Key", auto_error=False, description="X-Api-Key: <API key>")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     return request.app.state.service  # type: ignore[no-any-return]
 
 
@@ -46,7 +50,8 @@ BearerDep = Annotated[Optional[HTTPAuthorizationCredentials], Security(bearer_sc
 ApiKeyHeaderDep = Annotated[Optional[str], Security(api_key_scheme)]
 
 
-def require_api_key(request: Request, service: ServiceDep, bearer: BearerDep, header_key: ApiKeyHeaderDep) -> None:
+async def require_api_key(request: Request, service: ServiceDep, bearer: BearerDep,
+                          header_key: ApiKeyHeaderDep) -> None:
     if not service.api_keys:
         return
     given = bearer.credentials if bearer is not None else header_key
@@ -55,7 +60,20 @@ def require_api_key(request: Request, service: ServiceDep, bearer: BearerDep, he
         raise APIError(401, "a valid API key is required: send `Authorization: Bearer KEY` or `X-Api-Key: KEY`"
                        if not given else "the API key is not valid", "invalid_api_key", AUTH,
                        headers={"WWW-Authenticate": "Bearer"})
-    note(request, key_id=key_id(key))
+    request.state.key_id = key_id(key)
+    note(request, key_id=request.state.key_id)
+
+
+def client_scope(request: Request) -> str:
+    """Whose requests may share cached prompt prefixes: one API key's, or (no keys) one client address's.
+
+    A shared prefix shows in `cached_tokens` (and in the time to the first token), so reuse across
+    clients would tell one client how much of another's prompt matches its guess.
+    """
+    key = getattr(request.state, "key_id", None)
+    if key is not None:
+        return "key:" + key
+    return "client:" + (request.client.host if request.client is not None else "?")
 
 
 def require_served_model(service: Service, model: Optional[str]) -> None:
@@ -65,7 +83,7 @@ def require_served_model(service: Service, model: Optional[str]) -> None:
                        % (model[:100], service.model_id), "model_not_found", param="model")
 
 
-def require_ready(service: ServiceDep) -> Service:
+async def require_ready(service: ServiceDep) -> Service:
     """The service once its model is loaded and warm; 503 + Retry-After before that."""
     if not service.ready or service.admission is None or service.pipeline is None:
         service.metrics.reject("not_ready")
@@ -80,5 +98,5 @@ def require_ready(service: ServiceDep) -> Service:
 AuthDep = Depends(require_api_key)
 ReadyService = Annotated[Service, Depends(require_ready)]
 
-__all__ = ["AuthDep", "ReadyService", "ServiceDep", "get_service", "key_id", "match_key", "require_api_key",
+__all__ = ["AuthDep", "ReadyService", "ServiceDep", "client_scope", "get_service", "key_id", "match_key", "require_api_key",
            "require_ready"]

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from models.processor.templates import PromptError
 from server.imaging.limits import ImageInputError
 from server.runtime.errors import ContextLengthError, RequestError
-from server.service.admission import Overloaded
+from server.service.admission import Overloaded, ShuttingDown
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,8 @@ def _validation_message(exc: RequestValidationError) -> APIError:
 
 
 def _http_code(status: int) -> str:
-    return {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(status, "http_%d" % status)
+    return {404: "not_found", 405: "method_not_allowed", 408: "body_timeout", 413: "body_too_large"}.get(
+        status, "http_%d" % status)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -108,7 +109,8 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(request, APIError(400, str(exc), code))
 
     async def overloaded(request: Request, exc: Overloaded) -> JSONResponse:
-        return error_response(request, APIError(503, str(exc), "queue_full", UNAVAILABLE,
+        code = "shutting_down" if isinstance(exc, ShuttingDown) else "queue_full"
+        return error_response(request, APIError(503, str(exc), code, UNAVAILABLE,
                                                 headers={"Retry-After": str(exc.retry_after)}))
 
     async def internal(request: Request, exc: Exception) -> JSONResponse:

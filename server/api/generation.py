@@ -22,10 +22,10 @@ from models.processor.templates import Turn
 from server.api.errors import TIMEOUT, UNAVAILABLE, APIError, note
 from server.imaging.images import DecodedImage
 from server.runtime.errors import RequestError
-from server.runtime.prompt import PromptLayout
+from server.runtime.prompt import PromptLayout, scoped
 from server.runtime.request import GenerationParams
 from server.runtime.results import GenerationResult, ms
-from server.service.admission import FINISHED, Job, Overloaded, Ticket
+from server.service.admission import FINISHED, Job, Overloaded, ShuttingDown, Ticket
 from server.service.core import Service
 
 _WATCH_INTERVAL_S = 0.2  # how often a waiting request checks for a disconnect or its deadline
@@ -57,6 +57,12 @@ def check_text(service: Service, conv: Conversation) -> None:
     if not conv.question.strip():
         raise APIError(400, "the question is empty: ask something about the image", "empty_question",
                        param="question")
+    for text in texts + [conv.system or ""]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # JSON's "\ud800": a half of a UTF-16 pair, which no tokenizer can take
+            raise APIError(400, "the text holds a lone UTF-16 surrogate (a \\ud800-\\udfff escape without its "
+                           "pair): send valid Unicode", "invalid_text", param="question") from None
     longest = max(len(t) for t in texts + [conv.system or ""])
     if longest > cap:
         raise APIError(400, "a text of %d characters is over this server's cap of %d per question "
@@ -87,29 +93,34 @@ def admit(service: Service) -> Ticket:
     assert service.admission is not None  # require_ready checked it
     try:
         return service.admission.admit()
+    except ShuttingDown:
+        service.metrics.reject("draining")
+        raise
     except Overloaded:
         service.metrics.reject("queue_full")
         raise
 
 
 async def prepare(service: Service, ticket: Ticket, data: bytes, frame: Optional[int],
-                  conv: Conversation) -> Prepared:
-    """Decode and preprocess the image and tokenise the prompt (in a thread); the ticket is released on error."""
+                  conv: Conversation, scope: str) -> Prepared:
+    """Decode and preprocess the image and tokenise the prompt (in a thread); the ticket is released on error.
+
+    `scope` (deps.client_scope) names whose cached prompt prefixes this request may reuse."""
     try:
-        return await run_in_threadpool(_prepare, service, data, frame, conv)
+        return await run_in_threadpool(_prepare, service, data, frame, conv, scope)
     except BaseException:
         ticket.release()
         raise
 
 
-def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversation) -> Prepared:
+def _prepare(service: Service, data: bytes, frame: Optional[int], conv: Conversation, scope: str) -> Prepared:
     t0 = time.perf_counter()
     pipeline = service.pipeline
     assert pipeline is not None
     image, pixels = pipeline.images(data, frame)  # cached by the bytes' sha256: follow-ups skip decoding
     ids = pipeline.processor.prompt_ids(conv.question, conv.history, conv.system)
     # Checks the prompt against the engine now (ContextLengthError -> 400); the worker runs this layout.
-    layout = pipeline.runtime.generator.prepare(ids, pixels)
+    layout = scoped(pipeline.runtime.generator.prepare(ids, pixels), scope)
     return Prepared(layout, image, ms(time.perf_counter() - t0))
 
 

@@ -1,24 +1,31 @@
 """Image bytes from what a request carries: base64, a data URL, or an allow-listed http(s) URL.
 
-Remote URLs are refused unless they start with a configured prefix; a fetch has a timeout and a
-size cap, and follows no redirect (a redirect could leave the allow-list). The URL itself is never
+Remote URLs are refused unless they lie under a configured prefix, compared as normalised URLs
+(scheme, host, port, and the path's segments after percent-decoding and resolving `.` and `..`), so
+`.../images/../secret` and `.../images/%2e%2e/secret` do not pass; the URL fetched is the normalised
+one, so the server asks for exactly what was checked. A fetch has a timeout and a size cap, follows
+no redirect (a redirect could leave the allow-list), and runs in a small pool of its own threads: a
+slow image server ties up those, never the threads that decode images. The URL itself is never
 logged or echoed: it may name a patient.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
-from typing import Any, List
-
-from starlette.concurrency import run_in_threadpool
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 from server.api.errors import APIError
 from server.service.settings import Settings
 
 _WHITESPACE = re.compile(r"\s+")
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_POOLS: Dict[int, ThreadPoolExecutor] = {}  # remote fetch threads, by pool size
 _DATA_URL = re.compile(r"^data:([\w.+-]+/[\w.+-]+)?((?:;[\w.+-]+=[\w.+-]+)*);base64,", re.IGNORECASE)
 
 
@@ -53,7 +60,8 @@ def fetch_remote(url: str, prefixes: List[str], max_bytes: int, timeout: float, 
     if not prefixes:
         raise APIError(400, "remote image URLs are off on this server: send the image inline as a data URL "
                        "(data:image/png;base64,...)", "remote_image_refused", param=param)
-    if not any(url.startswith(p) for p in prefixes):
+    url = allowed_url(url, prefixes)
+    if url is None:
         raise APIError(400, "this image URL is not under a prefix the server allows (TINYLLAVA_REMOTE_IMAGE_PREFIXES):"
                        " send the image inline as a data URL", "remote_image_refused", param=param)
     opener = urllib.request.build_opener(_NoRedirect())
@@ -72,12 +80,82 @@ def fetch_remote(url: str, prefixes: List[str], max_bytes: int, timeout: float, 
     return data
 
 
+class _Url(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+    segments: Tuple[str, ...]  # decoded, with . and .. resolved
+    query: str
+
+
+def _normalise(url: str) -> Optional[_Url]:
+    """The URL's parts as a server would resolve them; None for one that has no safe reading."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in _DEFAULT_PORTS or not parts.hostname or parts.username is not None or "\\" in parts.path:
+        return None
+    if re.search(r"%(2f|5c|00)", parts.path, re.IGNORECASE):
+        return None  # an encoded '/', '\\' or NUL: servers disagree on what it means
+    segments: List[str] = []
+    raw = parts.path.split("/")[1:] if parts.path else []
+    for i, seg in enumerate(raw):
+        try:
+            seg = urllib.parse.unquote(seg, errors="strict")
+        except UnicodeDecodeError:
+            return None
+        if seg == "..":
+            if segments:
+                segments.pop()
+        elif seg != ".":
+            segments.append(seg)
+        if seg in (".", "..") and i == len(raw) - 1:
+            segments.append("")  # "a/b/.." names the directory "a/"
+    return _Url(scheme, parts.hostname.lower(), port or _DEFAULT_PORTS[scheme], tuple(segments), parts.query)
+
+
+def _under(url: _Url, prefix: _Url) -> bool:
+    # A prefix ends in '/' (settings check), so its last segment is "": the URL must have every
+    # segment before it, and at least one more.
+    dirs = prefix.segments[:-1]
+    return ((url.scheme, url.host, url.port) == (prefix.scheme, prefix.host, prefix.port)
+            and url.segments[:len(dirs)] == dirs and len(url.segments) > len(dirs))
+
+
+def allowed_url(url: str, prefixes: List[str]) -> Optional[str]:
+    """The normalised form of `url` when it lies under one of `prefixes`, else None."""
+    parsed = _normalise(url)
+    if parsed is None:
+        return None
+    for prefix in prefixes:
+        p = _normalise(prefix)
+        if p is not None and _under(parsed, p):
+            default = _DEFAULT_PORTS[parsed.scheme] == parsed.port
+            netloc = parsed.host if default else "%s:%d" % (parsed.host, parsed.port)
+            if ":" in parsed.host:
+                netloc = "[%s]" % parsed.host if default else "[%s]:%d" % (parsed.host, parsed.port)
+            path = "/" + "/".join(urllib.parse.quote(s, safe="") for s in parsed.segments)
+            return urllib.parse.urlunsplit((parsed.scheme, netloc, path, parsed.query, ""))
+    return None
+
+
+def _fetch_pool(workers: int) -> ThreadPoolExecutor:
+    pool = _POOLS.get(workers)
+    if pool is None:
+        pool = _POOLS[workers] = ThreadPoolExecutor(workers, thread_name_prefix="image-fetch")
+    return pool
+
+
 async def image_bytes(settings: Settings, value: str, param: str, bare_base64: bool = True) -> bytes:
     """The bytes an `image` field or `image_url.url` names: a data URL, bare base64, or an allowed URL."""
     s = settings
     if is_remote(value):
-        return await run_in_threadpool(fetch_remote, value, s.remote_image_prefixes, s.max_image_bytes,
-                                       s.remote_image_timeout, param)
+        loop = asyncio.get_event_loop()
+        return await loop.run_in_executor(_fetch_pool(s.remote_image_workers), fetch_remote, value,
+                                          s.remote_image_prefixes, s.max_image_bytes, s.remote_image_timeout, param)
     if value[:5].lower() == "data:":
         return from_data_url(value, s.max_image_bytes, param)
     if not bare_base64:
@@ -95,4 +173,4 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # urllib then raises HTTPError for the 3xx
 
 
-__all__ = ["decode_base64", "fetch_remote", "from_data_url", "image_bytes", "is_remote"]
+__all__ = ["allowed_url", "decode_base64", "fetch_remote", "from_data_url", "image_bytes", "is_remote"]

@@ -16,7 +16,7 @@ from pydantic import TypeAdapter
 
 from server.api import sse
 from server.api.errors import ErrorResponse
-from server.api.schemas.chat import ChatCompletionChunk
+from server.api.schemas.chat import ChatCompletionChunk, ChatCompletionRequest
 from server.api.schemas.vqa import VqaDelta, VqaResponse
 from server.service.settings import Settings
 
@@ -49,6 +49,13 @@ def sse_content(component: str) -> Dict[str, Any]:
     return {sse.MEDIA_TYPE: {"schema": event}}
 
 
+def chat_request_body() -> Dict[str, Any]:
+    """The chat route's requestBody: the route reads its body itself (after auth and admission), so
+    FastAPI does not see the model; install_openapi adds the component."""
+    return {"required": True,
+            "content": {"application/json": {"schema": {"$ref": _REF + "ChatCompletionRequest"}}}}
+
+
 def install_openapi(app: FastAPI, settings: Settings) -> None:
     """Replace `app.openapi` with FastAPI's generator followed by the additions above."""
     generate: Callable[[], Dict[str, Any]] = app.openapi
@@ -56,6 +63,7 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> Dict[str, Any]:
         if app.openapi_schema is None:
             doc = generate()  # caches the document in app.openapi_schema; completed in place
+            _add_component(doc, "ChatCompletionRequest", ChatCompletionRequest, "validation")
             _add_stream_events(doc)
             _add_caps(doc, settings)
         return app.openapi_schema  # type: ignore[return-value]
@@ -63,14 +71,18 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def _add_stream_events(doc: Dict[str, Any]) -> None:
+def _add_component(doc: Dict[str, Any], name: str, type_: Any, mode: Any) -> None:
     components = doc.setdefault("components", {}).setdefault("schemas", {})
+    schema = TypeAdapter(type_).json_schema(ref_template=_REF + "{model}", mode=mode)
+    for def_name, definition in schema.pop("$defs", {}).items():
+        components.setdefault(def_name, definition)  # the routes' own models win: same classes
+    schema["title"] = name
+    components[name] = schema
+
+
+def _add_stream_events(doc: Dict[str, Any]) -> None:
     for name, event_type in STREAM_EVENTS.items():
-        schema = TypeAdapter(event_type).json_schema(ref_template=_REF + "{model}", mode="serialization")
-        for def_name, definition in schema.pop("$defs", {}).items():
-            components.setdefault(def_name, definition)  # the routes' own models win: same classes
-        schema["title"] = name
-        components[name] = schema
+        _add_component(doc, name, event_type, "serialization")
 
 
 def _integer_branches(prop: Dict[str, Any]) -> Iterator[Dict[str, Any]]:
@@ -93,4 +105,4 @@ def _add_caps(doc: Dict[str, Any], settings: Settings) -> None:
             props["question"]["maxLength"] = settings.max_question_chars
 
 
-__all__ = ["STREAM_EVENTS", "install_openapi", "sse_content"]
+__all__ = ["STREAM_EVENTS", "chat_request_body", "install_openapi", "sse_content"]

@@ -50,6 +50,7 @@ def main(args: argparse.Namespace) -> int:
     import uvicorn
 
     from server.app import create_app
+    from server.service.connections import deadline_protocol
     from server.service.draining import DrainingServer
     from server.service.json_logs import configure_logging
 
@@ -58,6 +59,7 @@ def main(args: argparse.Namespace) -> int:
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None, access_log=False,
                             log_level=settings.log_level, server_header=False, lifespan="on",
-                            timeout_graceful_shutdown=_GRACEFUL_S)
+                            timeout_graceful_shutdown=_GRACEFUL_S, http=deadline_protocol(settings.header_timeout),
+                            limit_concurrency=settings.max_connections)
     DrainingServer(config, app.state.service, settings.drain_timeout).run()
     return 0

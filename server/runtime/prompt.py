@@ -106,6 +106,14 @@ def layout_prompt(prompt_ids: Sequence[int], images: ImagesArg, num_image_tokens
     return PromptLayout(segments, pixels, hashes, keys)
 
 
+def scoped(layout: PromptLayout, scope: str) -> PromptLayout:
+    """The layout with every reuse key (and image cache key) tagged with `scope`: two requests then
+    share cached K/V and image embeddings only when their scopes are equal too."""
+    hashes = ["%s|%s" % (scope, h) for h in layout.image_hashes]
+    keys: List[Hashable] = [(scope, k) for k in layout.keys]
+    return PromptLayout(layout.segments, layout.images, hashes, keys)
+
+
 def common_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
     """Length of the longest common prefix of two key sequences."""
     n = min(len(a), len(b))

@@ -39,6 +39,10 @@ class Overloaded(Exception):
         self.retry_after = retry_after
 
 
+class ShuttingDown(Overloaded):
+    """The server stopped taking work (the drain ran out): retry on another instance."""
+
+
 class Ticket:
     """A place in the service, from admission until release() (idempotent)."""
 
@@ -92,6 +96,7 @@ class Admission:
         self._alive = 0  # tickets not yet released
         self._running = 0
         self._jobs: List[Job] = []  # queued or running, for shutdown
+        self._closed = False  # after close(): nothing new is admitted or run
         self._queue: "queue.Queue[Optional[Job]]" = queue.Queue()
         self._threads = [threading.Thread(target=self._work, args=(g,), name="generator-%d" % i, daemon=True)
                          for i, g in enumerate(generators)]
@@ -103,6 +108,9 @@ class Admission:
     def admit(self) -> Ticket:
         """A place in the service, or Overloaded when running + waiting would pass the capacity."""
         with self._lock:
+            if self._closed:
+                raise ShuttingDown("the server is shutting down: retry on another instance or in a moment",
+                                   retry_after=5)
             if self._alive >= self.capacity:
                 raise Overloaded("the server is busy: %d requests are running or waiting, the most it holds; "
                                  "retry in a moment" % self._alive)
@@ -114,6 +122,10 @@ class Admission:
     def submit(self, job: Job) -> None:
         with self._lock:
             self._jobs.append(job)
+            closed = self._closed
+        if closed:  # prepared while the drain ran out: answered like the jobs close() stopped
+            self.cancel(job, "shutdown")
+            return
         self._queue.put(job)
 
     def cancel(self, job: Job, reason: str) -> None:
@@ -132,12 +144,17 @@ class Admission:
         self.metrics.abort(reason)
         job.emit("aborted", reason)
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Abort every job ("shutdown"), then stop the workers."""
+    def close(self) -> None:
+        """Admit nothing more and abort every job ("shutdown"): their consumers answer 503 shutting_down."""
         with self._lock:
+            self._closed = True
             jobs = list(self._jobs)
         for job in jobs:
             self.cancel(job, "shutdown")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Abort every job ("shutdown"), then stop the workers."""
+        self.close()
         for _ in self._threads:
             self._queue.put(None)
         end = time.monotonic() + timeout
@@ -246,4 +263,4 @@ class Admission:
         m.success.labels(finish_reason=result.finish_reason).inc()
 
 
-__all__ = ["Admission", "Job", "Overloaded", "Ticket"]
+__all__ = ["Admission", "Job", "Overloaded", "ShuttingDown", "Ticket"]

@@ -46,7 +46,8 @@ class Service:
         self.telemetry = HostTelemetry(self.bundle_dir, JtopConfig(interval_s=settings.jtop_interval,
                                                                    socket=settings.jtop_socket))
         self.metrics.attach_device(self.telemetry.jetson)
-        self.in_flight = 0  # API requests in progress (health probes not counted); the drain waits on it
+        self.in_flight = 0  # API requests in progress (health probes not counted)
+        self.reading = 0  # of those, the ones still receiving their body: the drain does not wait for these
         self._thread: Optional[threading.Thread] = None
 
     @property
@@ -67,6 +68,16 @@ class Service:
         """From now on /ready and new API requests answer 503; in-flight requests go on."""
         log.info("draining: %d request(s) in flight", self.in_flight)
         self.status = DRAINING
+
+    @property
+    def busy(self) -> int:
+        """Requests the drain waits for: in flight and past reading their body."""
+        return self.in_flight - self.reading
+
+    def abort_in_flight(self) -> None:
+        """The drain ran out: admit nothing more; queued and running requests answer 503 shutting_down."""
+        if self.admission is not None:
+            self.admission.close()
 
     def stop(self) -> None:
         self.telemetry.stop()

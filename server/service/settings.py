@@ -45,6 +45,16 @@ class Settings(BaseSettings):
     # Remote image_url fetches: only URLs under these prefixes (each ending in '/'); none = data URLs only.
     remote_image_prefixes: CommaList = Field(default_factory=list)
     remote_image_timeout: float = Field(10.0, gt=0)
+    # Fetches run in their own threads, never in the pool that decodes images.
+    remote_image_workers: int = Field(4, ge=1, le=64, description="remote image fetches at once")
+
+    # Connections: a client that trickles its headers or body holds a socket, a task and (for a body)
+    # a place in the queue; these bound how long and how many.
+    header_timeout: float = Field(10.0, gt=0, description="seconds from connect (or the last response) to "
+                                                          "a request's complete headers")
+    body_timeout: float = Field(60.0, gt=0, description="seconds from a request's headers to its last body byte")
+    max_connections: int = Field(64, ge=2, description="open connections; a request on one more gets 503")
+    max_body_readers: int = Field(2, ge=1, description="request bodies read and parsed at once (memory bound)")
 
     # Caps on what a request may ask for, checked before any work.
     max_body_bytes: int = Field(48 * _MIB, ge=1024, description="request body, counted as it arrives")

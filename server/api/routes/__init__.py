@@ -4,8 +4,9 @@ A new resource (the technicians' page at '/', for one) is a module here with a `
 """
 from __future__ import annotations
 
-from server.api.routes import chat, health, metrics, models, page, system, vqa
+from server.api.routes import chat, docs, health, metrics, models, page, system, vqa
 
-ROUTERS = (health.router, vqa.router, chat.router, models.router, system.router, metrics.router, page.router)
+ROUTERS = (health.router, vqa.router, chat.router, models.router, system.router, metrics.router, page.router,
+           docs.router)
 
 __all__ = ["ROUTERS"]

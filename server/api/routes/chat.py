@@ -2,18 +2,21 @@
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Dict, List, Optional
+from typing import Any, AsyncIterator, Dict, List, Optional, Tuple
 
 from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import ValidationError
 
 from server.api import generation as gen
 from server.api import sse
-from server.api.conversation import parse_messages
-from server.api.deps import AuthDep, ReadyService, require_served_model
+from server.api.body import body_slot, read_json
+from server.api.conversation import ChatInput, parse_messages
+from server.api.deps import AuthDep, ReadyService, client_scope, require_served_model
 from server.api.errors import APIError, error_body, error_responses, note
-from server.api.image_input import image_bytes
-from server.api.openapi import sse_content
+from server.api.image_input import image_bytes, is_remote
+from server.api.openapi import chat_request_body, sse_content
 from server.api.schemas.chat import STREAM_DESCRIPTION, ChatCompletion, ChatCompletionRequest
 from server.api.schemas.common import usage_of
 from server.runtime.results import GenerationResult
@@ -28,17 +31,20 @@ router = APIRouter(tags=["chat"], dependencies=[AuthDep])
     description="Messages with `image_url` parts (data URLs). " + STREAM_DESCRIPTION,
     responses={200: {"content": sse_content("ChatStreamEvent")},
                **error_responses([400, 401, 404, 413, 415, 422, 503, 504])},
+    openapi_extra={"requestBody": chat_request_body()},
 )
-async def chat_completions(body: ChatCompletionRequest, request: Request, service: ReadyService) -> Response:
-    require_served_model(service, body.model)
-    chat = parse_messages(body.messages, service.settings.max_messages)
-    gen.check_text(service, chat.conversation)
-    max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
-    params = gen.generation_params(service, max_tokens, body.temperature, body.top_p, body.top_k, body.seed,
-                                   body.stop)
-    data = await image_bytes(service.settings, chat.image_url, "image_url", bare_base64=False)
+async def chat_completions(request: Request, service: ReadyService) -> Response:
+    # The body is read here, not by FastAPI: the key (router dependency) and a place in the queue come first.
     ticket = gen.admit(service)
-    prepared = await gen.prepare(service, ticket, data, None, chat.conversation)
+    try:
+        body, chat, data = await _read(request, service)
+        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        params = gen.generation_params(service, max_tokens, body.temperature, body.top_p, body.top_k, body.seed,
+                                       body.stop)
+    except BaseException:
+        ticket.release()
+        raise
+    prepared = await gen.prepare(service, ticket, data, None, chat.conversation, client_scope(request))
     job = gen.submit(service, request, ticket, prepared, params, body.stream)
     completion_id = "chatcmpl-" + request.state.request_id
     created = int(time.time())
@@ -58,6 +64,23 @@ async def chat_completions(body: ChatCompletionRequest, request: Request, servic
         "usage": usage_of(result.timings).model_dump(),
         "timings": timings,
     })
+
+
+async def _read(request: Request, service: Service) -> Tuple[ChatCompletionRequest, ChatInput, bytes]:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype not in ("application/json", ""):
+        raise APIError(415, "send the request as application/json (OpenAI's chat format)", "unsupported_media_type")
+    async with body_slot(service):
+        try:
+            body = ChatCompletionRequest.model_validate(await read_json(request))
+        except ValidationError as e:
+            raise RequestValidationError(e.errors()) from None
+        require_served_model(service, body.model)
+        chat = parse_messages(body.messages, service.settings.max_messages)
+        gen.check_text(service, chat.conversation)
+        if not is_remote(chat.image_url):
+            return body, chat, await image_bytes(service.settings, chat.image_url, "image_url", bare_base64=False)
+    return body, chat, await image_bytes(service.settings, chat.image_url, "image_url")  # no body slot held
 
 
 async def _stream(service: Service, request: Request, job: Job, prepared: gen.Prepared, completion_id: str,

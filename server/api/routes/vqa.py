@@ -12,9 +12,10 @@ from starlette.datastructures import UploadFile
 
 from server.api import generation as gen
 from server.api import sse
-from server.api.deps import AuthDep, ReadyService, require_served_model
+from server.api.body import body_slot, read_json
+from server.api.deps import AuthDep, ReadyService, client_scope, require_served_model
 from server.api.errors import APIError, error_body, error_responses, note
-from server.api.image_input import image_bytes
+from server.api.image_input import image_bytes, is_remote
 from server.api.openapi import sse_content
 from server.api.schemas.common import usage_of
 from server.api.schemas.vqa import STREAM_DESCRIPTION, VqaJsonRequest, VqaOptions, VqaResponse, request_body_schema
@@ -36,14 +37,18 @@ _FORM_MAX_FIELDS = 32  # the options are about a dozen; anything past this is no
     openapi_extra={"requestBody": request_body_schema()},
 )
 async def vqa(request: Request, service: ReadyService) -> Response:
-    options, data = await _read(request, service)
-    require_served_model(service, options.model)
-    conv = gen.Conversation(options.question)
-    gen.check_text(service, conv)
-    params = gen.generation_params(service, options.max_tokens, options.temperature, options.top_p,
-                                   options.top_k, options.seed, options.stop)
-    ticket = gen.admit(service)
-    prepared = await gen.prepare(service, ticket, data, options.frame, conv)
+    ticket = gen.admit(service)  # before the body is read: a full queue costs no memory
+    try:
+        options, data = await _read(request, service)
+        require_served_model(service, options.model)
+        conv = gen.Conversation(options.question)
+        gen.check_text(service, conv)
+        params = gen.generation_params(service, options.max_tokens, options.temperature, options.top_p,
+                                       options.top_k, options.seed, options.stop)
+    except BaseException:
+        ticket.release()
+        raise
+    prepared = await gen.prepare(service, ticket, data, options.frame, conv, client_scope(request))
     job = gen.submit(service, request, ticket, prepared, params, options.stream)
     if options.stream:
         return StreamingResponse(_stream(service, request, job, prepared), media_type=sse.MEDIA_TYPE,
@@ -56,7 +61,7 @@ async def _read(request: Request, service: Service) -> Tuple[VqaOptions, bytes]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     try:
         if ctype == "multipart/form-data":
-            async with request.form(max_files=1, max_fields=_FORM_MAX_FIELDS) as form:
+            async with body_slot(service), request.form(max_files=1, max_fields=_FORM_MAX_FIELDS) as form:
                 upload = form.get("image")
                 if not isinstance(upload, UploadFile):
                     raise APIError(400, "attach the image as a file part named 'image' (curl -F image=@scan.dcm)",
@@ -66,12 +71,11 @@ async def _read(request: Request, service: Service) -> Tuple[VqaOptions, bytes]:
                 data = await upload.read()
             return options, data
         if ctype in ("application/json", ""):
-            try:
-                raw = await request.json()
-            except ValueError:
-                raise APIError(400, "the body is not valid JSON", "invalid_json") from None
-            req = VqaJsonRequest.model_validate(raw)
-            return req, await image_bytes(service.settings, req.image, "image")
+            async with body_slot(service):
+                req = VqaJsonRequest.model_validate(await read_json(request))
+                if not is_remote(req.image):
+                    return req, await image_bytes(service.settings, req.image, "image")
+            return req, await image_bytes(service.settings, req.image, "image")  # a fetch holds no body slot
     except ValidationError as e:
         raise RequestValidationError(e.errors()) from None
     except FormParserError:

@@ -16,8 +16,9 @@ _MAX_SEED = 2 ** 63 - 1
 
 
 class ImageUrl(BaseModel):
-    url: str = Field(description="data:image/png;base64,... (also DICOM: data:application/dicom;base64,...); "
-                                 "http(s) only under a prefix the server allows")
+    url: str = Field(json_schema_extra={"minLength": 1},
+                     description="data:image/png;base64,... (also DICOM: data:application/dicom;base64,...); "
+                     "http(s) only under a prefix the server allows")
     detail: Optional[str] = Field(None, description="ignored: the model sees one fixed resolution")
 
 
@@ -32,7 +33,10 @@ class ContentPart(BaseModel):
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: str = Field(description="system | user | assistant")
+    # Checked by the handler (server/api/conversation.py, with a message naming the role); the enum tells
+    # clients (and the fuzzer) which roles exist.
+    role: str = Field(description="system | developer | user | assistant",
+                      json_schema_extra={"enum": ["system", "developer", "user", "assistant"]})
     content: Optional[Union[str, List[ContentPart]]] = None
 
 

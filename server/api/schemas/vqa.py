@@ -16,7 +16,8 @@ class VqaOptions(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    question: str = Field(description="the question about the image")
+    # Not a pydantic constraint: the handler answers an empty question with its own code (empty_question).
+    question: str = Field(description="the question about the image", json_schema_extra={"pattern": r"\S"})
     model: Optional[str] = Field(None, description="must name the served model when given (GET /v1/models)")
     max_tokens: Optional[int] = Field(None, ge=1, description="most tokens to generate (server default when absent)")
     temperature: float = Field(0.0, ge=0, le=2, description="0 = greedy (default): the same answer every time")
@@ -30,7 +31,8 @@ class VqaOptions(BaseModel):
 
 
 class VqaJsonRequest(VqaOptions):
-    image: str = Field(description="the image file (PNG, JPEG or DICOM) as base64 or a data URL")
+    image: str = Field(json_schema_extra={"minLength": 1},
+                       description="the image file (PNG, JPEG or DICOM) as base64 or a data URL")
 
 
 class VqaResponse(BaseModel):
@@ -50,6 +52,16 @@ class VqaDelta(BaseModel):
     delta: str
 
 
+def _without_null(prop: Dict[str, Any]) -> Dict[str, Any]:
+    """The property without its null branch (anyOf kept, with what is left) and without a null default."""
+    out = dict(prop)
+    if "anyOf" in prop:
+        out["anyOf"] = [b for b in prop["anyOf"] if b.get("type") != "null"]
+    if out.get("default", 0) is None:
+        del out["default"]
+    return out
+
+
 def request_body_schema() -> Dict[str, Any]:
     """The OpenAPI requestBody: the JSON model, and the same fields as a multipart form with a file part."""
     json_schema = VqaJsonRequest.model_json_schema()
@@ -57,7 +69,10 @@ def request_body_schema() -> Dict[str, Any]:
     form["title"] = "VqaForm"
     form["properties"]["image"] = {"type": "string", "format": "binary", "description": "the image file"}
     # Form fields are text; stop is a single string there.
-    form["properties"]["stop"] = {"anyOf": [{"type": "string"}, {"type": "null"}], "default": None}
+    form["properties"]["stop"] = {"type": "string"}
+    # A form field has no null: it is sent or left out (and "null" is no integer).
+    for name, prop in form["properties"].items():
+        form["properties"][name] = _without_null(prop)
     return {
         "required": True,
         "content": {
