@@ -90,6 +90,9 @@ async def require_ready(service: ServiceDep) -> Service:
         if service.status == FAILED:
             raise APIError(503, "the model failed to load; the operator must fix the bundle (see /ready and the "
                            "server log)", "model_load_failed", UNAVAILABLE)
+        if service.detail:  # a first-start engine build takes minutes, not seconds: say so
+            raise APIError(503, "the server is %s; /ready says when it is done" % service.detail, "not_ready",
+                           UNAVAILABLE, headers={"Retry-After": "30"})
         raise APIError(503, "the model is %s: retry in a few seconds" % service.status, "not_ready", UNAVAILABLE,
                        headers={"Retry-After": "2"})
     return service

@@ -86,6 +86,8 @@ def test_ready_only_after_the_build_then_reused_on_restart(tmp_path: Path) -> No
         assert httpx.get(server.url + "/live").status_code == 200
         r = httpx.post(server.url + "/v1/vqa", files={"image": b"x"}, data={"question": "q"})
         assert r.status_code == 503  # no request runs (or builds) while engines are being built
+        assert "building engines" in r.json()["error"]["message"]  # minutes, not "retry in a few seconds"
+        assert int(r.headers["retry-after"]) >= 30
         assert not (tmp_path / "cache" / "int8.plan").exists()
         os.write(fd, b"go")
         os.close(fd)  # EOF: build_engines() returns
