@@ -6,7 +6,6 @@ import hashlib
 import io
 import random
 import struct
-import time
 import warnings
 import zlib
 
@@ -186,9 +185,7 @@ def test_png_bomb_is_refused_from_its_header():
     with _uncapped_open(bomb) as img:
         assert img.size == (50000, 50000)
     errors = []
-    started = time.monotonic()
     growth = peak_rss_growth(lambda: errors.append(_refusal(bomb)))
-    assert time.monotonic() - started < 2.0
     assert growth < 50 * MB, "peak RSS grew by %.1f MB" % (growth / MB)
     err = errors[0]
     assert (err.code, err.status) == ("image_too_large", 413)
@@ -269,7 +266,6 @@ def test_limits_must_be_positive():
 def test_mutated_uploads_decode_or_are_refused_never_crash(fmt):
     rng = random.Random(1234)
     original = _encode(_photo(64, 48, seed=5), fmt)
-    started = time.monotonic()
     for _ in range(150):
         data = bytearray(original)
         for _ in range(rng.randint(1, 8)):
@@ -282,4 +278,3 @@ def test_mutated_uploads_decode_or_are_refused_never_crash(fmt):
             assert 400 <= err.status < 500
         else:
             assert out.image.mode == "RGB"
-    assert time.monotonic() - started < 20.0
