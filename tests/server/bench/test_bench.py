@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Dict, Tuple
 
 import pytest
+from PIL import Image
 
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -128,6 +129,18 @@ def test_ratios_and_goals_by_hand() -> None:
     assert got == {"ttft": {"target": "<= 1", "value": 0.25, "met": True},
                    "peak_rss": {"target": "<= 1", "value": 1.5, "met": False},
                    "decode_tokens_per_s": {"target": ">= 1.5", "value": None, "met": None}}
+
+
+def test_bench_decodes_the_image_through_the_service_path(tiny: Tuple[Path, Path], tmp_path: Path) -> None:
+    from server.imaging.images import DEFAULT_LIMITS
+    from server.bench.runner import run
+
+    side = int(DEFAULT_LIMITS.max_side) + 1  # a header the service refuses (413) before decoding
+    big = tmp_path / "wide.png"
+    Image.new("L", (side, 1)).save(big)
+    _, bundle = tiny
+    with pytest.raises(BenchError, match="413 image_too_large"):
+        run(bundle, big, DEFAULT_QUESTION, DEFAULT_FOLLOWUP, 2, 1, 1, [])
 
 
 def test_baseline_needs_checkpoint(tiny: Tuple[Path, Path]) -> None:
