@@ -70,6 +70,7 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
                   dtype: str = "float32", template: Optional[str] = None) -> Path:
     """Export a checkpoint (any supported layout) to a bundle directory; returns its path."""
     from engine_build.trt_gate import check_graph
+    from models.checkpoint.eos import checkpoint_eos_ids
     from models.checkpoint.reader import model_from_checkpoint, read_checkpoint
     from models.processor import TextTokenizer
     from models.processor.templates import get_template
@@ -144,7 +145,8 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
     np.save(out_dir / B.EMBEDDINGS_FILE, table)
     backend = ckpt.load_tokenizer()
     backend.save(str(out_dir / B.TOKENIZER_FILE))
-    tok = TextTokenizer(backend, eos_token=stop)
+    # EOS as transformers' generate reads it from the checkpoint; the template's stop token is extra.
+    tok = TextTokenizer(backend, eos_token=stop, eos_token_ids=checkpoint_eos_ids(ckpt.path, cfg.text.eos_token_id))
     del model, ckpt
     steps.update()
 
@@ -164,7 +166,7 @@ def export_bundle(checkpoint: str, out: str, opset: int = DEFAULT_OPSET, max_con
         },
         embeddings=_spec(B.EMBEDDINGS_FILE, list(table.shape), str(table.dtype)),
         tokenizer={"file": B.TOKENIZER_FILE, "bos_token_id": tok.bos_id, "eos_token_id": tok.eos_id,
-                   "eos_token": tok.eos_token},
+                   "eos_token": tok.eos_token, "stop_token_ids": list(tok.stop_ids)},
         tools={"torch": torch.__version__, "onnx": onnx.__version__, "tinyllava-med": B.package_version()},
         source={"checkpoint_layout": layout, "checkpoint": Path(checkpoint).name},
     )

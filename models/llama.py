@@ -1,4 +1,5 @@
-"""Llama-family decoder (TinyLlama-1.1B: GQA 32 query / 4 KV heads, RMSNorm, SwiGLU, RoPE).
+"""Llama-family decoder layer (TinyLlama-1.1B: GQA 32 query / 4 KV heads, RMSNorm, SwiGLU, RoPE).
+The stack (embeddings, layers, final norm) is models/decoder.py.
 
 Names follow transformers' LlamaModel (`embed_tokens`, `layers.<i>.self_attn.{q,k,v,o}_proj`,
 `layers.<i>.mlp.{gate,up,down}_proj`, `input_layernorm`, `post_attention_layernorm`, `norm`); the
@@ -11,14 +12,11 @@ from typing import Tuple
 
 from torch import Tensor, nn
 
-from models.config import ConfigError, TextConfig
+from models.config import TextConfig
 from models.layers import (
     RMSNorm,
     RopeSelfAttention,
     activation,
-    causal_mask_bias,
-    rope_cos_sin,
-    run_layers,
 )
 
 
@@ -59,29 +57,3 @@ class LlamaDecoderLayer(nn.Module):
         x = x + attn
         return x + self.mlp(self.post_attention_layernorm(x)), k, v
 
-
-class LlamaModel(nn.Module):
-    """Decoder stack without lm_head.
-
-    forward(inputs_embeds [B,S,H], position_ids [B,S] int64, past_key/past_value [L,B,KVH,P,D],
-    attention_mask [B,P+S] (1 attend, 0 pad)) -> (hidden [B,S,H] after the final norm,
-    present_key, present_value [L,B,KVH,P+S,D]). P may be 0.
-    """
-
-    def __init__(self, cfg: TextConfig) -> None:
-        super().__init__()
-        if cfg.family != "llama":
-            raise ConfigError("LlamaModel needs a llama text config, got %r" % cfg.family)
-        self.rope_theta = cfg.rope_theta
-        self.head_dim = cfg.head_dim
-        self.query_groups = cfg.num_heads // cfg.num_kv_heads  # query heads per KV head (GQA)
-        self.embed_tokens = nn.Embedding(cfg.vocab_size, cfg.hidden_size)
-        self.layers = nn.ModuleList([LlamaDecoderLayer(cfg) for _ in range(cfg.num_layers)])
-        self.norm = RMSNorm(cfg.hidden_size, cfg.norm_eps)
-
-    def forward(self, inputs_embeds: Tensor, position_ids: Tensor, past_key: Tensor, past_value: Tensor,
-                attention_mask: Tensor, new_kv_only: bool = False) -> Tuple[Tensor, Tensor, Tensor]:
-        cos, sin = rope_cos_sin(position_ids, self.head_dim, self.rope_theta, inputs_embeds.dtype)
-        bias = causal_mask_bias(attention_mask, inputs_embeds.shape[1], self.query_groups)
-        h, key, value = run_layers(self.layers, inputs_embeds, cos, sin, past_key, past_value, bias, new_kv_only)
-        return self.norm(h), key, value

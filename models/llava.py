@@ -2,7 +2,8 @@
 
 Submodule names are the internal parameter-name contract that checkpoint readers map onto:
 `vision_tower.*` (HF SiglipVisionModel / CLIPVisionModel inner names, only the layers that run),
-`connector.linear_1/linear_2`, `language_model.*` (HF LlamaModel / PhiModel inner names), `lm_head`.
+`connector.linear_1/linear_2`, `language_model.*` (HF LlamaModel / PhiModel inner names; models/decoder.py),
+`lm_head`.
 """
 from __future__ import annotations
 
@@ -13,14 +14,12 @@ from torch import Tensor, nn
 
 from models.config import IMAGE_TOKEN_INDEX, ModelConfig
 from models.connector import build_connector
-from models.llama import LlamaModel
-from models.phi import PhiModel
+from models.decoder import DecoderModel
 from models.vision_clip import CLIPVisionTower
 from models.vision_encoder import select_image_features
 from models.vision_siglip import SiglipVisionTower
 
 VISION_TOWERS: Dict[str, Type[nn.Module]] = {"siglip": SiglipVisionTower, "clip": CLIPVisionTower}
-TEXT_MODELS: Dict[str, Type[nn.Module]] = {"llama": LlamaModel, "phi": PhiModel}
 LM_HEAD_BIAS: Dict[str, bool] = {"llama": False, "phi": True}  # Phi-2's lm_head has a bias
 
 
@@ -30,7 +29,7 @@ class LlavaModel(nn.Module):
         self.cfg = cfg
         self.vision_tower = VISION_TOWERS[cfg.vision.family](cfg.vision)
         self.connector = build_connector(cfg.connector, cfg.vision.hidden_size, cfg.text.hidden_size)
-        self.language_model = TEXT_MODELS[cfg.text.family](cfg.text)
+        self.language_model = DecoderModel(cfg.text)
         self.lm_head = nn.Linear(cfg.text.hidden_size, cfg.text.vocab_size, bias=LM_HEAD_BIAS[cfg.text.family])
         if cfg.text.tie_word_embeddings:
             self.lm_head.weight = self.language_model.embed_tokens.weight

@@ -7,11 +7,12 @@ from typing import Any, Dict, Optional, Sequence, Union
 
 import torch
 
+from models.checkpoint.eos import checkpoint_eos_ids
 from models.checkpoint.reader import model_from_checkpoint, read_checkpoint
 from models.generate import generate
 from models.processor import Processor, TextTokenizer
 from models.processor.image import ImageInput
-from models.processor.templates import Turn
+from models.processor.templates import Turn, get_template
 
 
 class TorchPipeline:
@@ -23,7 +24,11 @@ class TorchPipeline:
         ckpt = read_checkpoint(checkpoint, dtype)
         self.model, self.config = model_from_checkpoint(ckpt)
         self.config = self.config.replace(template=template) if template else self.config
-        self.processor = Processor(self.config, TextTokenizer(ckpt.load_tokenizer()))
+        # EOS as transformers' generate reads it from the checkpoint; the template's stop token is extra.
+        eos_ids = checkpoint_eos_ids(ckpt.path, self.config.text.eos_token_id)
+        tokenizer = TextTokenizer(ckpt.load_tokenizer(), eos_token=get_template(self.config.template).stop_str,
+                                  eos_token_ids=eos_ids)
+        self.processor = Processor(self.config, tokenizer)
         self.load_ms = round((time.perf_counter() - t0) * 1000.0, 3)
 
     def ask(self, image: ImageInput, question: str, max_tokens: int = 64, history: Optional[Sequence[Turn]] = None,
@@ -35,7 +40,7 @@ class TorchPipeline:
         pixels = torch.from_numpy(self.processor.pixels(image)).to(self.model.lm_head.weight.dtype)
         t_pre = time.perf_counter()
         result = generate(self.model, prompt_ids, pixels, max_new_tokens=max_tokens,
-                          eos_token_id=None if ignore_eos else self.processor.eos_id, temperature=temperature,
+                          eos_token_id=None if ignore_eos else self.processor.tokenizer.stop_ids, temperature=temperature,
                           top_p=top_p, top_k=top_k,
                           seed=seed)
         timings = dict(result.timings)

@@ -59,7 +59,7 @@ def load_tokenizer(directory: Path, cache_dir: Optional[Path] = None) -> Tokeniz
 
 
 def _from_sentencepiece(model_path: Path, cache_dir: Optional[Path]) -> Tokenizer:
-    from models.tokenizer_build import convert_sentencepiece
+    from models.checkpoint.sentencepiece_convert import convert_sentencepiece
 
     if cache_dir is None:
         return convert_sentencepiece(model_path)

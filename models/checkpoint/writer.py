@@ -27,7 +27,8 @@ from models.checkpoint.safetensors_io import write_checkpoint_files
 from models.checkpoint.spec import param_spec
 from models.config import IMAGE_TOKEN, ModelConfig
 from models.config import preset as get_preset
-from models.tokenizer_build import ENDOFTEXT, convert_sentencepiece, train_bpe, train_sentencepiece
+from models.checkpoint.sentencepiece_convert import convert_sentencepiece
+from models.tokenizer_build import ENDOFTEXT, train_bpe, train_sentencepiece
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_SHARD_BYTES = 2 * 1024 ** 3  # the full 1.5B preset in fp32 (6.1 GB) becomes 3 shards

@@ -1,12 +1,12 @@
 """Text <-> ids over a Hugging Face `tokenizers` tokenizer.json, with LLaVA's image sentinel.
 
 The bundle always carries tokenizer.json (a SentencePiece tokenizer.model is converted at export
-time by models.tokenizer_build.convert_sentencepiece), so this module needs only `tokenizers`.
+time), so this module needs only `tokenizers`.
 """
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, List, Optional, Tuple, Union
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
 
 from tokenizers import Tokenizer
 
@@ -24,12 +24,29 @@ class TokenizerError(ValueError):
 class TextTokenizer:
     """Encoding, decoding and LLaVA's `tokenizer_image_token` over one tokenizer.json."""
 
-    def __init__(self, tokenizer: Tokenizer, eos_token: Optional[str] = None) -> None:
+    def __init__(self, tokenizer: Tokenizer, eos_token: Optional[str] = None,
+                 eos_token_ids: Optional[Sequence[int]] = None) -> None:
+        """eos_token_ids: the checkpoint's (models.checkpoint.eos), which win; the first is `eos_id`.
+        Without them, `eos_token` (a template's stop string) or else </s>, <|endoftext|>, whichever
+        the tokenizer has. `stop_ids` are the end-of-sequence ids plus the template's stop token."""
         tokenizer.no_truncation()
         tokenizer.no_padding()
         self._tok = tokenizer
         self.bos_id = self._detect_bos()
-        self.eos_token, self.eos_id = self._find_eos(eos_token)
+        if eos_token_ids:
+            ids = [int(i) for i in eos_token_ids]
+            vocab = self.vocab_size
+            bad = [i for i in ids if not 0 <= i < vocab]
+            if bad:
+                raise TokenizerError("the end-of-sequence id(s) %s are outside the tokenizer's %d tokens: the "
+                                     "checkpoint's eos_token_id does not fit its tokenizer" % (bad, vocab))
+            self.eos_id = ids[0]
+            self.eos_token = tokenizer.id_to_token(ids[0])
+        else:
+            self.eos_token, self.eos_id = self._find_eos(eos_token)
+            ids = [self.eos_id]
+        stop = self._tok.token_to_id(eos_token) if eos_token is not None else None
+        self.stop_ids: Tuple[int, ...] = tuple(ids + ([stop] if stop is not None and stop not in ids else []))
 
     @classmethod
     def from_file(cls, path: Union[str, Path], eos_token: Optional[str] = None) -> "TextTokenizer":
@@ -54,7 +71,7 @@ class TextTokenizer:
         return None
 
     def _find_eos(self, eos_token: Optional[str]) -> Tuple[str, int]:
-        candidates = (eos_token,) if eos_token is not None else _EOS_CANDIDATES
+        candidates = ((eos_token,) if eos_token is not None else ()) + _EOS_CANDIDATES
         for tok in candidates:
             tid = self._tok.token_to_id(tok)
             if tid is not None:

@@ -174,10 +174,12 @@ def _telemetry(power: Any) -> Dict[str, Any]:
 def _processor(rt: Any) -> Any:
     """The bundle's processor over the tokenizer the runtime loaded, built as BundlePipeline builds it."""
     from models.processor import Processor, TextTokenizer
+    from server.runtime.bundle import bundle_eos_ids
     from models.processor.templates import get_template
 
     m = rt.manifest
-    tokenizer = TextTokenizer(rt.tokenizer, eos_token=get_template(m.template).stop_str)
+    tokenizer = TextTokenizer(rt.tokenizer, eos_token=get_template(m.template).stop_str,
+                              eos_token_ids=bundle_eos_ids(m.tokenizer))
     return Processor(m.model, tokenizer, template=m.template)
 
 

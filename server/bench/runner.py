@@ -18,6 +18,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from models.config import IMAGE_TOKEN_INDEX, ModelConfig, preset
 from server.bench.protocol import QUESTIONS, BenchError, write_inputs
+from server.imaging.limits import ImageInputError
+from server.imaging.prep import ImagePreparer
 from server.runtime.bundle import read_manifest
 from server.runtime.prompt import common_prefix
 
@@ -52,7 +54,11 @@ def run(bundle: Path, image: Path, question: str, followup: str, new_tokens: int
     manifest = read_manifest(bundle)
     processor = Processor(manifest.model, bundle / manifest.tokenizer["file"], template=manifest.template)
     ids = {"first": processor.prompt_ids(question), "followup": processor.prompt_ids(followup)}
-    pixels = processor.pixels(image.read_bytes())
+    # Decoded through the service's own capped path (format sniffing, size checks, Pillow's cap).
+    try:
+        _, pixels = ImagePreparer(processor)(image.read_bytes())
+    except ImageInputError as e:
+        raise BenchError("%s: %s (the service would answer %d %s)" % (image, e.message, e.status, e.code)) from None
     n_image = manifest.model.num_image_tokens
 
     common = ["--new-tokens", str(new_tokens), "--repeat", str(repeat), "--threads", str(threads)]

@@ -2,8 +2,8 @@
 
 The format comes from magic bytes, never from a file name or content type. PNG and JPEG sizes are
 read from their headers and checked before Pillow allocates anything; Pillow then opens only the
-one expected format, with its decompression-bomb warning raised as an error and its process-wide
-pixel cap lowered to ours. DICOM goes through server/imaging/dicom.py. Every refusal is an
+one expected format; its process-wide pixel cap and bomb-warning filter are set once at start-up
+(configure_pillow, by ImagePreparer), not per decode. DICOM goes through server/imaging/dicom.py. Every refusal is an
 ImageInputError (server/imaging/limits.py) with a 4xx status and a message a person can act on;
 no message or log line carries file content.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
-import warnings
 import zlib
 from dataclasses import dataclass
 from typing import Dict, Optional, Union
@@ -22,15 +21,14 @@ from PIL import Image
 
 from server.imaging.dicom import decode_dicom
 from server.imaging.headers import JPEG_SOI, PNG_SIGNATURE, jpeg_size, png_size
-from server.imaging.limits import ImageInputError, ImageLimits, check_dimensions, lower_pillow_pixel_cap
+from server.imaging.limits import ImageInputError, ImageLimits, check_dimensions
 
 __all__ = ["DEFAULT_LIMITS", "DecodedImage", "ImageInputError", "ImageLimits", "decode_image", "sniff_format"]
 
-# Everything Pillow's PNG / JPEG plugins and decoders raise on bad input (OSError covers
-# UnidentifiedImageError and "image file is truncated").
-_PILLOW_ERRORS = (
-    OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, IndexError, KeyError, TypeError,
-)
+# What Pillow's PNG / JPEG plugins and decoders raise on bad input (OSError covers
+# UnidentifiedImageError and "image file is truncated"). Not TypeError/KeyError/IndexError: those
+# are bugs, and a bug must be a 500 with a traceback, not a "damaged file" for the user.
+_PILLOW_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
 _SIXTEEN_BIT_GREY = ("I;16", "I;16B", "I;16L", "I")  # how Pillow opens 16-bit greyscale PNG
 _DICOM_MAGIC_OFFSET = 128  # PS3.10 7.1: a 128-byte preamble, then "DICM"
 DEFAULT_LIMITS = ImageLimits()
@@ -93,7 +91,6 @@ def decode_image(
         )
     if digest is None:
         digest = hashlib.sha256(data).hexdigest()
-    lower_pillow_pixel_cap(limits.max_pixels)
     if kind == "dicom":
         dicom = decode_dicom(data, frame, limits)
         image = Image.fromarray(dicom.rgb)
@@ -112,14 +109,10 @@ def _decode_with_pillow(data: bytes, kind: str, limits: ImageLimits) -> Image.Im
         raise _broken(data, kind)
     check_dimensions(size[0], size[1], limits)
     try:
-        # Not thread-safe (the filter list is process-wide) before Python 3.14: a race can only
-        # drop this filter for a moment, and the header check above has refused big images already.
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data), formats=[kind.upper()]) as img:
-                check_dimensions(img.width, img.height, limits)
-                img.load()
-                return _to_rgb(img)
+        with Image.open(io.BytesIO(data), formats=[kind.upper()]) as img:
+            check_dimensions(img.width, img.height, limits)
+            img.load()
+            return _to_rgb(img)
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageInputError(
             "image_too_large", "the image is larger than %d pixels: downscale it and send it again" % limits.max_pixels,

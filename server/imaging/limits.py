@@ -11,6 +11,7 @@ dicom_decode_failed (422).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 from PIL import Image
@@ -62,12 +63,16 @@ def check_dimensions(width: int, height: int, limits: ImageLimits, what: str = "
         )
 
 
-def lower_pillow_pixel_cap(max_pixels: int) -> None:
-    """Lower Pillow's process-wide decompression-bomb cap to `max_pixels` (never raise it).
+def configure_pillow(max_pixels: int) -> None:
+    """Once, at start-up: lower Pillow's process-wide decompression-bomb cap to `max_pixels`
+    (never raise it) and make its bomb warning an error.
 
     Pillow warns above Image.MAX_IMAGE_PIXELS and refuses above twice that, in Image.open, for
     every image it opens in this process, including JPEG frames pydicom hands to it. The header
-    checks here refuse oversized images first; this cap is the second line.
+    checks here refuse oversized images first; this cap is the second line. Both settings are
+    process-wide, so they are made once rather than per decode (warnings.catch_warnings around
+    each decode is not thread-safe); calling again is harmless.
     """
     if Image.MAX_IMAGE_PIXELS is None or Image.MAX_IMAGE_PIXELS > max_pixels:
         Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("error", category=Image.DecompressionBombWarning)  # re-adding moves it first

@@ -15,7 +15,7 @@ import numpy as np
 
 from models.processor import Processor
 from server.imaging.images import DEFAULT_LIMITS, DecodedImage, decode_image
-from server.imaging.limits import ImageLimits
+from server.imaging.limits import ImageLimits, configure_pillow
 from server.runtime.lru import LRU
 
 
@@ -23,6 +23,7 @@ class ImagePreparer:
     def __init__(self, processor: Processor, limits: Optional[ImageLimits] = None, capacity: int = 8) -> None:
         self.processor = processor
         self.limits = limits or DEFAULT_LIMITS
+        configure_pillow(self.limits.max_pixels)  # once, as the service (or bench) starts
         self._cache: "LRU[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = LRU(capacity)
 
     def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:

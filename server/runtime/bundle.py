@@ -79,7 +79,7 @@ class Manifest:
     max_context: int
     graphs: Dict[str, GraphSpec]
     embeddings: TensorSpec  # name = file name
-    tokenizer: Dict[str, Any]  # file, bos_token_id, eos_token_id, add_bos
+    tokenizer: Dict[str, Any]  # file, bos_token_id, eos_token_id, eos_token, stop_token_ids (every id that ends)
     files: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, size}
     tools: Dict[str, str] = field(default_factory=dict)
     source: Dict[str, Any] = field(default_factory=dict)
@@ -139,6 +139,13 @@ def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
     tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
     os.replace(tmp, out)
     return out
+
+
+def bundle_eos_ids(tokenizer: Dict[str, Any]) -> List[int]:
+    """The manifest's end-of-sequence id first, then its other stop ids (older bundles: the first only)."""
+    eos = tokenizer.get("eos_token_id")
+    first = [int(eos)] if eos is not None else []
+    return first + [int(t) for t in tokenizer.get("stop_token_ids", []) if t != eos]
 
 
 def read_manifest(bundle_dir: Path) -> Manifest:

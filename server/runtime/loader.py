@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 from tokenizers import Tokenizer
 
-from server.runtime.bundle import BundleError, Manifest, TensorSpec, load_manifest
+from server.runtime.bundle import BundleError, Manifest, TensorSpec, bundle_eos_ids, load_manifest
 from server.runtime.engine import Engine, EngineDims
 from server.runtime.generator import Generator
 from server.runtime.ort_backend import OrtEngine, OrtOptions
@@ -89,8 +89,10 @@ def load_runtime(bundle_dir: Union[str, Path], providers: Optional[Sequence[str]
                        expected=expected_dims(manifest))
     embed = load_embeddings(bundle_dir / manifest.embeddings.name, manifest.embeddings)
     tokenizer = load_tokenizer(bundle_dir / manifest.tokenizer["file"])
-    generator = Generator(engine, embed, tokenizer, eos_token_id=manifest.tokenizer.get("eos_token_id"),
-                          stop_token_ids=stop_token_ids, image_cache_size=image_cache_size,
+    # The checkpoint's end-of-sequence ids and the template's stop token, the first as eos_token_id.
+    eos_ids = bundle_eos_ids(manifest.tokenizer)
+    generator = Generator(engine, embed, tokenizer, eos_token_id=eos_ids[0] if eos_ids else None,
+                          stop_token_ids=tuple(eos_ids[1:]) + tuple(stop_token_ids), image_cache_size=image_cache_size,
                           prefix_reuse=prefix_reuse, prefill_chunk=prefill_chunk)
     log.info("bundle %s (%s, %s) on %s", bundle_dir, manifest.model.name, manifest.precision, engine.providers)
     return Runtime(bundle_dir, manifest, engine, tokenizer, embed, generator)

@@ -10,6 +10,7 @@ from models.processor.image import ImageInput
 from models.processor.templates import Turn, get_template
 from server.imaging.limits import ImageLimits
 from server.imaging.prep import ImagePreparer
+from server.runtime.bundle import bundle_eos_ids
 from server.runtime.loader import Runtime, load_runtime
 from server.runtime.request import GenerationParams
 from server.runtime.results import ms
@@ -24,7 +25,8 @@ class BundlePipeline:
         self.runtime: Runtime = load_runtime(bundle, **runtime_options)
         manifest = self.runtime.manifest
         name = template or manifest.template
-        tokenizer = TextTokenizer(self.runtime.tokenizer, eos_token=get_template(name).stop_str)
+        tokenizer = TextTokenizer(self.runtime.tokenizer, eos_token=get_template(name).stop_str,
+                                  eos_token_ids=bundle_eos_ids(manifest.tokenizer))
         self.processor = Processor(manifest.model, tokenizer, template=name)
         self.images = ImagePreparer(self.processor, image_limits)
         self.load_ms = ms(time.perf_counter() - t0)

@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from pathlib import Path
 from typing import Any, List, Optional, Sequence, Tuple
 
 from server.runtime.errors import RequestError
@@ -29,6 +30,14 @@ from server.service.metrics import ServiceMetrics
 log = logging.getLogger(__name__)
 
 QUEUED, RUNNING, FINISHED = "queued", "running", "finished"
+
+_HOLD_POLL_S = 0.01
+
+
+def hold_while(path: Path, stop: threading.Event) -> None:
+    """Testing knob (Settings.hold_file): wait while `path` exists, or until `stop` is set."""
+    while path.exists() and not stop.wait(_HOLD_POLL_S):
+        pass
 
 
 class Overloaded(Exception):
@@ -86,12 +95,13 @@ class Job:
 
 class Admission:
     def __init__(self, generators: Sequence[Generator], max_queue: int, metrics: ServiceMetrics,
-                 token_delay: float = 0.0) -> None:
+                 token_delay: float = 0.0, hold_file: Optional[Path] = None) -> None:
         if not generators:
             raise ValueError("admission needs at least one generator")
         self.capacity = len(generators) + max_queue
         self.metrics = metrics
         self.token_delay = token_delay
+        self.hold_file = hold_file
         self._lock = threading.Lock()
         self._alive = 0  # tickets not yet released
         self._running = 0
@@ -249,6 +259,10 @@ class Admission:
                     job.emit("delta", delta)
                 if self.token_delay > 0 and delta.finish_reason is None:
                     job.cancelled.wait(self.token_delay)
+                if self.hold_file is not None and (delta.text or delta.finish_reason is not None):
+                    hold_while(self.hold_file, job.cancelled)  # after what a client sees, and before the end
+            if job.cancelled.is_set():  # cancelled while held after the last token
+                return None
             return stream.result
 
     def _observe(self, job: Job, result: GenerationResult) -> None:
@@ -263,4 +277,4 @@ class Admission:
         m.success.labels(finish_reason=result.finish_reason).inc()
 
 
-__all__ = ["Admission", "Job", "Overloaded", "ShuttingDown", "Ticket"]
+__all__ = ["Admission", "Job", "Overloaded", "ShuttingDown", "Ticket", "hold_while"]

@@ -17,7 +17,7 @@ from server.runtime.bundle import Manifest, read_manifest
 from server.runtime.generator import Generator
 from server.runtime.pipeline import BundlePipeline
 from server.runtime.request import GenerationParams
-from server.service.admission import Admission
+from server.service.admission import Admission, hold_while
 from server.service.engines import ensure_engines, resolve_builder
 from server.service.jetson import JtopConfig
 from server.service.metrics import ServiceMetrics
@@ -99,8 +99,11 @@ class Service:
                 _warm_up(pipeline, g)
             if s.warmup_delay > 0:
                 time.sleep(s.warmup_delay)
+            if s.hold_file is not None:
+                hold_while(s.hold_file, threading.Event())
             self.pipeline = pipeline
-            self.admission = Admission(generators, s.max_queue, self.metrics, token_delay=s.token_delay)
+            self.admission = Admission(generators, s.max_queue, self.metrics, token_delay=s.token_delay,
+                                       hold_file=s.hold_file)
             if self.status == LOADING:  # not while draining: a drain that began during loading stands
                 self.status = READY
             log.info("model ready", extra={"model": self.model_id, "load_s": round(time.perf_counter() - t0, 3),

@@ -82,6 +82,10 @@ class Settings(BaseSettings):
     # Testing knobs: simulate a slow device. Both 0 in production.
     warmup_delay: float = Field(0.0, ge=0, description="extra seconds before /ready turns 200")
     token_delay: float = Field(0.0, ge=0, description="extra seconds per generated token")
+    # Testing knob: a gate the tests open and close. While this file exists, loading does not turn
+    # /ready 200, and every generation pauses after each token that adds text and before it ends
+    # (a cancel or timeout still stops it).
+    hold_file: Optional[Path] = None
 
     @field_validator("cors_origins", "remote_image_prefixes", mode="before")
     @classmethod

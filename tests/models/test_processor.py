@@ -21,7 +21,8 @@ from PIL import Image  # noqa: E402
 from models.config import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, ImageConfig, preset  # noqa: E402
 from models.processor import Processor  # noqa: E402
 from models.processor.image import preprocess  # noqa: E402
-from models.tokenizer_build import convert_sentencepiece, train_bpe, train_sentencepiece  # noqa: E402
+from models.checkpoint.sentencepiece_convert import convert_sentencepiece  # noqa: E402
+from models.tokenizer_build import train_bpe, train_sentencepiece  # noqa: E402
 from tests.models.processor_refs import IMAGES, ct_like, expand2square, tokenizer_image_token  # noqa: E402
 
 TRANSFORMERS_MAJOR = int(transformers.__version__.split(".")[0])

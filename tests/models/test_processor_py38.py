@@ -176,5 +176,17 @@ def test_tokenizer_file_errors(tmp_path, phi_tokenizer_json: str) -> None:
     (tmp_path / "tokenizer.json").write_text("{not json")
     with pytest.raises(TokenizerError, match="could not read"):
         TextTokenizer.from_file(tmp_path)
-    with pytest.raises(TokenizerError, match="end-of-sequence"):
-        TextTokenizer.from_file(phi_tokenizer_json, eos_token="</s>")
+    with pytest.raises(TokenizerError, match="end-of-sequence id"):
+        TextTokenizer(TextTokenizer.from_file(phi_tokenizer_json).backend, eos_token_ids=[10 ** 7])
+
+
+def test_eos_comes_from_the_checkpoint_ids_and_the_template_stop_is_extra(phi_tokenizer_json: str) -> None:
+    backend = TextTokenizer.from_file(phi_tokenizer_json).backend
+    endoftext = backend.token_to_id("<|endoftext|>")
+    # A template stop string the tokenizer lacks is no error: the EOS is the tokenizer's own.
+    tok = TextTokenizer(backend, eos_token="</s>")
+    assert (tok.eos_token, tok.eos_id, tok.stop_ids) == ("<|endoftext|>", endoftext, (endoftext,))
+    # The checkpoint's ids (a list, as generation_config may hold) win; the template's stop is added.
+    dot = backend.token_to_id(".")
+    tok = TextTokenizer(backend, eos_token="<|endoftext|>", eos_token_ids=[dot, 7])
+    assert (tok.eos_token, tok.eos_id, tok.stop_ids) == (".", dot, (dot, 7, endoftext))

@@ -21,7 +21,8 @@ from sentencepiece import sentencepiece_model_pb2  # noqa: E402
 from tokenizers import Tokenizer  # noqa: E402
 
 from models.processor import TextTokenizer  # noqa: E402
-from models.tokenizer_build import convert_sentencepiece, medical_corpus, train_bpe, train_sentencepiece  # noqa: E402
+from models.checkpoint.sentencepiece_convert import convert_sentencepiece  # noqa: E402
+from models.tokenizer_build import medical_corpus, train_bpe, train_sentencepiece  # noqa: E402
 
 TRICKY = [
     "Is there a mass in the liver?", " leading space", "  two leading spaces", "trailing space ",

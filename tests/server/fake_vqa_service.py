@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
@@ -28,15 +27,17 @@ def error(status: int, message: str, err_type: str = "invalid_request_error", co
 
 class FakeVQAService:
     def __init__(self, answers: Dict[str, Any], api_key: Optional[str] = None, model: str = "fake-med",
-                 delay_s: float = 0.0) -> None:
+                 overlap: int = 0) -> None:
         self.answers = answers
         self.api_key = api_key
         self.model = model
-        self.delay_s = delay_s
+        # Each request is held until `overlap` requests have been in flight together (0: not held),
+        # so a client's concurrency shows however fast or slow this machine is.
+        self.overlap = overlap
         self.requests: List[Dict[str, Any]] = []  # {"question", "image_sha256", "mime", "body", "auth"}
         self.in_flight = 0
         self.max_in_flight = 0
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.server.daemon_threads = True
         self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
@@ -91,9 +92,10 @@ class FakeVQAService:
                 with service._lock:
                     service.in_flight += 1
                     service.max_in_flight = max(service.max_in_flight, service.in_flight)
+                    service._lock.notify_all()
+                    # The timeout only ends a hang (a client that never overlaps): max_in_flight then shows it.
+                    service._lock.wait_for(lambda: service.max_in_flight >= service.overlap, timeout=30)
                 try:
-                    if service.delay_s:
-                        time.sleep(service.delay_s)
                     reply = service._reply(body, self.headers.get("Authorization"))
                 finally:
                     with service._lock:

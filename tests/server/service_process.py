@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 import httpx
 
@@ -38,6 +38,17 @@ def sse_events(text: str) -> List[Any]:
         payload = block[len("data: "):]
         out.append(payload if payload == "[DONE]" else json.loads(payload))
     return out
+
+
+def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Poll until `condition()` holds: the tests wait on observable events (a gauge, a status), never on time.
+
+    The timeout only stops a test that would otherwise hang; it is no bound on how fast the server is."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise TimeoutError("still waiting, after %.0f s, for %s" % (timeout, what))
+        time.sleep(0.02)
 
 
 class ServerProcess:
@@ -95,7 +106,12 @@ class ServerProcess:
         return self.proc.returncode
 
 
-__all__ = ["DEFAULT_BUNDLE", "ROOT", "ServerProcess", "free_port", "sse_events"]
+    def gauges(self) -> Tuple[float, float]:
+        """(running, waiting) requests, as /metrics reports them."""
+        return self.metric("tinyllava:num_requests_running"), self.metric("tinyllava:num_requests_waiting")
+
+
+__all__ = ["DEFAULT_BUNDLE", "ROOT", "ServerProcess", "free_port", "sse_events", "wait_until"]
 
 
 @contextlib.contextmanager

@@ -1,4 +1,5 @@
-"""Nothing under server/ imports torch or transformers: the Jetson image carries neither.
+"""Nothing under server/ imports torch or transformers: the Jetson image carries neither. Nor
+does any server module import tqdm when loaded (it is in the export and eval extras only).
 
 A subprocess installs an import hook that raises on torch/transformers, then imports every module
 of the server package, builds the CLI parser (which imports every command module) and answers a
@@ -18,7 +19,7 @@ SCRIPT = textwrap.dedent("""
 
     class Forbid:
         def find_spec(self, name, path=None, target=None):
-            if name.split(".")[0] in ("torch", "transformers"):
+            if name.split(".")[0] in ("torch", "transformers", "tqdm"):
                 raise ImportError("forbidden import: " + name)
             return None
 
@@ -33,7 +34,7 @@ SCRIPT = textwrap.dedent("""
     from server.service.settings import DEFAULT_BUNDLE
     out = BundlePipeline(DEFAULT_BUNDLE).ask(open(sys.argv[1], "rb").read(), "Is there a fracture?", max_tokens=4)
     assert len(out["output_token_ids"]) >= 1
-    assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers")]
+    assert not [m for m in sys.modules if m.split(".")[0] in ("torch", "transformers", "tqdm")]
     print("ok", len(names))
 """)
 

@@ -63,10 +63,8 @@ def test_png_bomb_is_refused_before_decoding(main_server: ServerProcess) -> None
     bomb = png_bomb(50000)
     proc = psutil.Process(main_server.proc.pid)
     rss0 = proc.memory_info().rss
-    t0 = time.monotonic()
     check_error(post_image(main_server, bomb, "bomb.png"), 413, "image_too_large")
-    assert time.monotonic() - t0 < 2.0
-    assert proc.memory_info().rss - rss0 < 50 * 1024 * 1024
+    assert proc.memory_info().rss - rss0 < 50 * 1024 * 1024  # 50000 x 50000 decoded would be 7.5 GB
 
 
 # What each of pydicom's damaged files is: the status, code and a word of the message a client gets.

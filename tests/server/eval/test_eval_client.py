@@ -71,10 +71,20 @@ def test_cli_scores_the_service_answers(vqarad, tmp_path):
 def test_answer_file_is_what_llava_med_evaluator_pairs(vqarad, tmp_path):
     """LLaVA-Med's run_eval.py asserts gt['id'] == pred['question_id'] position by position: ids keep the data
     set's JSON type (int qids) and the file is in data set order even when answers arrive out of order."""
-    slow = {q: (lambda body, a=a, d=d: (time.sleep(d), (200, {}, {"answer": a, "model": "m"}))[1])
-            for (q, a), d in zip(SCRIPT.items(), (0.3, 0.0, 0.2, 0.0))}
+    # The first question is answered after all the others, the third after the second and fourth.
+    questions = list(SCRIPT)
+    answered = {q: threading.Event() for q in questions}
+    after = {questions[0]: questions[1:], questions[2]: [questions[1], questions[3]]}
+
+    def reply(body):
+        q = body["question"]
+        for other in after.get(q, []):
+            answered[other].wait(30)  # the timeout only ends a hang (a client that asks one at a time)
+        answered[q].set()
+        return 200, {}, {"answer": SCRIPT[q], "model": "m"}
+
     answers = tmp_path / "answers.jsonl"
-    with FakeVQAService(slow) as svc:
+    with FakeVQAService({q: reply for q in questions}) as svc:
         summary = _run(svc.url, _items(vqarad), answers, concurrency=4)
     assert summary.asked == 4 and summary.errors == 0
     assert svc.max_in_flight >= 2  # the requests overlapped
@@ -180,10 +190,14 @@ def test_wrong_key_and_no_server_stop_the_run(vqarad, tmp_path):
 
 
 def test_a_slow_answer_is_a_timeout_for_that_question(vqarad, tmp_path):
-    script = dict(SCRIPT, **{"Is the heart enlarged?": lambda body: (time.sleep(1.5), (200, {}, {"answer": "x"}))[1]})
+    released = threading.Event()  # the slow answer is held until the run is over: only the timeout ends it
+    script = dict(SCRIPT, **{"Is the heart enlarged?": lambda body: (released.wait(60), (200, {}, {"answer": "x"}))[1]})
     answers = tmp_path / "a.jsonl"
     with FakeVQAService(script) as svc:
-        summary = _run(svc.url, _items(vqarad), answers, client={"timeout_s": 0.5})
+        try:
+            summary = _run(svc.url, _items(vqarad), answers, client={"timeout_s": 3.0})
+        finally:
+            released.set()
     assert summary.errors == 1
     failed = [line for line in _lines(answers) if "error" in line]
     assert failed[0]["question_id"] == 2 and failed[0]["error"]["type"] == "timeout"
@@ -224,7 +238,7 @@ def test_helpers():
 
 
 def test_concurrency_is_bounded(vqarad, tmp_path):
-    with FakeVQAService(SCRIPT, delay_s=0.2) as svc:
+    with FakeVQAService(SCRIPT, overlap=2) as svc:
         _run(svc.url, _items(vqarad), tmp_path / "a.jsonl", concurrency=2)
     assert svc.max_in_flight == 2
     assert threading.active_count() < 50

@@ -8,7 +8,6 @@ import hashlib
 import logging
 import random
 import struct
-import time
 import warnings
 import zlib
 
@@ -363,10 +362,9 @@ def test_rle_segment_that_expands_past_the_frame_is_cut_off():
     header = struct.pack("<16I", 2, 64, 64 + len(segment), *([0] * 13))
     ds.PixelData = encapsulate([header + segment + segment])
     data = to_bytes(ds)
-    started = time.monotonic()
     results = []
     growth = peak_rss_growth(lambda: results.append(decode_image(data)))
-    assert time.monotonic() - started < 5.0 and growth < 80 * MB  # the upload itself is 16 MB
+    assert growth < 80 * MB  # the upload itself is 16 MB; an unbounded decoder would hold 1 GB
     zero = to_u8(window_linear(np.zeros(1), float(ds.WindowCenter), float(ds.WindowWidth)))[0]
     assert (np.asarray(results[0].image) == zero).all()  # every stored value decoded as 0
 
@@ -426,7 +424,7 @@ def test_float_pixel_data_is_unsupported():
     assert (err.code, err.status) == ("dicom_unsupported_image", 415)
 
 
-def test_huge_header_is_refused_quickly():
+def test_huge_header_is_refused_from_a_bounded_prefix():
     # 300 000 empty private elements (2.4 MB): pydicom would spend seconds and hundreds of MB on
     # them. The header cap stops the parse at a whole number of elements.
     meta = explicit_le_meta("1.2.840.10008.1.2.1")
@@ -436,10 +434,10 @@ def test_huge_header_is_refused_quickly():
         elements.append(struct.pack("<HH2sH", group, element, b"LO", 0))
     data = meta + b"".join(elements)
     limit = len(meta) + 8 * 30000
-    started = time.monotonic()
-    err = _refusal(data, limits=ImageLimits(max_dicom_header_bytes=limit))
-    assert time.monotonic() - started < 2.0
-    assert (err.code, err.status) == ("image_too_large", 413)
+    errors = []
+    growth = peak_rss_growth(lambda: errors.append(_refusal(data, limits=ImageLimits(max_dicom_header_bytes=limit))))
+    assert growth < 40 * MB  # parsing all 300 000 elements (no cap) grows RSS by ~90 MB here
+    assert (errors[0].code, errors[0].status) == ("image_too_large", 413)
 
 
 def test_every_pydicom_test_file_decodes_or_is_refused_with_a_4xx():
@@ -449,7 +447,6 @@ def test_every_pydicom_test_file_decodes_or_is_refused_with_a_4xx():
     for path in paths:
         with open(path, "rb") as f:
             data = f.read()
-        started = time.monotonic()
         try:
             out = decode_image(data)
         except ImageInputError as err:
@@ -457,7 +454,6 @@ def test_every_pydicom_test_file_decodes_or_is_refused_with_a_4xx():
         else:
             decoded += 1
             assert out.image.mode == "RGB" and out.image.size == (out.width, out.height)
-        assert time.monotonic() - started < 10.0, path
     assert decoded > len(paths) // 3
 
 
