@@ -101,6 +101,28 @@ def make_dataset(out: Union[str, Path], seed: int = 0, train: int = 1000, test: 
     return root
 
 
+# The sample images in models/assets (README examples, the page's first try): drawn by the same
+# generator with the features fixed, so the demo model's answers to the README's questions are known.
+SAMPLES = {
+    "synthetic_ct_head.png": dict(modality="CT", region="head", lesions=1, side="left", size="large"),
+    "synthetic_xray_chest.png": dict(modality="X-ray", region="chest", lesions=2, side="right", size="large"),
+    "synthetic_mri_abdomen.dcm": dict(modality="MRI", region="abdomen", lesions=0),
+}
+
+
+def write_samples(out: Union[str, Path], seed: int = 0) -> List[Path]:
+    """The SAMPLES files in `out`; same seed, same bytes."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for k, (name, features) in enumerate(sorted(SAMPLES.items())):
+        scene = sample_scene(np.random.default_rng([seed, 99, k]), **features)  # type: ignore[arg-type]
+        path = out / name
+        path.write_bytes(dicom_bytes(scene, name) if name.endswith(".dcm") else png_bytes(scene))
+        paths.append(path)
+    return paths
+
+
 def _image_name(fmt: str, item: Item) -> str:
     ext = ".dcm" if item.dicom else ".png"
     number = item.index + 1 + (0 if item.split == "train" else 100000)
@@ -165,4 +187,4 @@ def _dump(path: Path, obj: Any) -> None:
         f.write("\n")
 
 
-__all__ = ["FORMATS", "make_dataset", "png_bytes", "scenes"]
+__all__ = ["FORMATS", "SAMPLES", "make_dataset", "png_bytes", "scenes", "write_samples"]

@@ -5,7 +5,7 @@ contrast); render() draws it with numpy as a 12-bit-like intensity map, windows 
 adds noise. Everything is drawn from one numpy Generator, so a seed fixes every pixel.
 
 The features the questions ask about are large and clear at the model's 64 px input on purpose
-(a lesion is at least 4 px across there): the demo model must be able to learn them from pixels.
+(a lesion is at least 7 px across there): the demo model must be able to learn them from pixels.
 Sides follow the radiological convention: the patient's left is on the image's right.
 """
 from __future__ import annotations
@@ -29,8 +29,8 @@ SIZES = ("small", "large")
 MAX_LESIONS = 3
 IMAGE_SIZE = 128  # rendered size; the demo model sees 64 px
 
-# Lesion radius in pixels of the 128 px image: small 5-6, large 10-12 (2.5-6 px at 64 px).
-_RADIUS = {"small": (5.0, 6.5), "large": (10.0, 12.0)}
+# Lesion radius in pixels of the 128 px image: small 7-8.5, large 12-14 (3.5-7 px at 64 px).
+_RADIUS = {"small": (7.0, 8.5), "large": (12.0, 14.0)}
 
 
 @dataclass(frozen=True)
@@ -134,7 +134,7 @@ _TISSUE = {
     "MRI": (0.03, 0.40, 0.12, 0.60, 0.90),  # cortical bone is dark and fat (the skin ring) bright on MRI
     "X-ray": (0.10, 0.55, 0.90, 0.25, 0.55),  # projection: air-filled lungs are dark, the frame is grey
 }
-_LESION_DELTA = 0.38  # |lesion - organ| intensity, well above the noise
+_LESION_DELTA = 0.42  # |lesion - organ| intensity, well above the noise
 
 
 def render(scene: Scene) -> np.ndarray:
