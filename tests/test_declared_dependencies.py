@@ -21,7 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = [ROOT / "server", ROOT / "models" / "processor", ROOT / "models" / "config.py", ROOT / "models" / "probes.py"]
 FIRST_PARTY = {"server", "models", "engine_build", "tests"}
 # Imported only inside functions of optional commands, each in the extra named beside it.
-OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson"}
+OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson",
+            # an install choice (extras cpu / gpu, or NVIDIA's wheel on a Jetson) and the system TensorRT bindings
+            "onnxruntime": "cpu", "tensorrt": "system"}
 
 
 def _norm(name: str) -> str:

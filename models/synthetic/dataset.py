@@ -19,7 +19,6 @@ from typing import Any, Dict, List, Tuple, Union
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
 
 from models.synthetic.dicom_write import dicom_bytes
 from models.synthetic.questions import QA, caption, questions
@@ -73,6 +72,8 @@ def make_dataset(out: Union[str, Path], seed: int = 0, train: int = 1000, test: 
     image_dir = {"vqa-rad": root / "VQA_RAD Image Folder", "slake": root / "imgs", "llava-med": root / "images"}[fmt]
     image_dir.mkdir(parents=True, exist_ok=True)
     names: Dict[Tuple[str, int], str] = {}
+    from tqdm import tqdm  # the export extra's; `tinyllava-med --help` must work without it
+
     for item in tqdm(items, desc="drawing images", unit="img", disable=not progress):
         name = _image_name(fmt, item)
         names[(item.split, item.index)] = name
