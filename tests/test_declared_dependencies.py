@@ -21,9 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = [ROOT / "server", ROOT / "models" / "processor", ROOT / "models" / "config.py", ROOT / "models" / "probes.py"]
 FIRST_PARTY = {"server", "models", "engine_build", "tests"}
 # Imported only inside functions of optional commands, each in the extra named beside it.
-OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson",
-            # an install choice (extras cpu / gpu, or NVIDIA's wheel on a Jetson) and the system TensorRT bindings
-            "onnxruntime": "cpu", "tensorrt": "system"}
+OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson"}
+# Required, but installed by choice: ONNX Runtime through the cpu / gpu extra or NVIDIA's wheel on a Jetson (one of
+# them always), TensorRT from the system's bindings. Not in [project].dependencies, may be imported at module level.
+INSTALL_CHOICES = {"onnxruntime": "cpu", "tensorrt": "system"}
 
 
 def _norm(name: str) -> str:
@@ -53,7 +54,7 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
     dists = packages_distributions()
     declared = _declared()
     missing = {}
-    for name in _imported(module_level_only=False) - set(OPTIONAL):
+    for name in _imported(module_level_only=False) - set(OPTIONAL) - set(INSTALL_CHOICES):
         if not {_norm(d) for d in dists.get(name, [name])} & declared:
             missing[name] = dists.get(name)
     assert not missing, "imported by server/ or the processor but not in [project].dependencies: %s" % missing
