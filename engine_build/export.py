@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from engine_build.graphs import DecoderGraph, VisionGraph, decompose_layernorms
-from server import bundle as B
+from server.runtime import bundle as B
 
 log = logging.getLogger(__name__)
 
