@@ -1,0 +1,32 @@
+"""`tinyllava-med quantize`: FP32 bundle -> fp16 / int8 (TensorRT QDQ) / int8-cpu bundle."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("bundle", help="FP32 bundle directory (from `tinyllava-med export`)")
+    p.add_argument("--precision", required=True, choices=("fp16", "int8", "int8-cpu"),
+                   help="fp16: FP16 with FP32 norms/softmax/rotary; int8: explicit QDQ for TensorRT (W8A8, "
+                        "calibrated); int8-cpu: dynamic W8A8 for ONNX Runtime CPU only")
+    p.add_argument("--out", required=True, help="bundle directory to create (must be empty or absent)")
+    p.add_argument("--calibration", type=Path, help="int8: directory of PNG/JPEG calibration images "
+                                                    "(default: the built-in probe set)")
+    p.add_argument("--calibrate-method", choices=("minmax", "percentile", "entropy"), default="minmax",
+                   help="int8: how activation ranges are chosen (default minmax)")
+    p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
+                   help="node-name patterns (fnmatch) kept in float, e.g. '/lm_head/*'")
+    p.add_argument("--no-vision", dest="vision", action="store_false", help="keep the vision graph FP32")
+    p.add_argument("--no-decoder", dest="decoder", action="store_false", help="keep the decoder graph FP32")
+
+def main(args: argparse.Namespace) -> int:
+    from engine_build.quantize import QuantizeOptions, quantize_bundle
+
+    graphs = [g for g, on in (("vision", args.vision), ("decoder", args.decoder)) if on]
+    opts = QuantizeOptions(precision=args.precision, graphs=graphs, exclude=args.exclude,
+                           calibration=args.calibration, calibrate_method=args.calibrate_method)
+    out = quantize_bundle(args.bundle, args.out, opts)
+    print(json.dumps({"bundle": str(out), "precision": args.precision, "graphs": graphs}))  # noqa: T201
+    return 0
