@@ -14,19 +14,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="bundle directory to create (must be empty or absent)")
     p.add_argument("--calibration", type=Path, help="int8: directory of PNG/JPEG calibration images "
                                                     "(default: the built-in probe set)")
-    p.add_argument("--calibrate-method", choices=("minmax", "percentile", "entropy"), default="minmax",
-                   help="int8: how activation ranges are chosen (default minmax)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
-                   help="node-name patterns (fnmatch) kept in float, e.g. '/lm_head/*'")
+                   help="more node-name patterns (fnmatch) kept in float, e.g. '/language_model/layers.1/*'")
+    p.add_argument("--no-default-exclude", action="store_true",
+                   help="int8: also quantize the first decoder block and lm_head (kept float by default)")
     p.add_argument("--no-vision", dest="vision", action="store_false", help="keep the vision graph FP32")
     p.add_argument("--no-decoder", dest="decoder", action="store_false", help="keep the decoder graph FP32")
 
 def main(args: argparse.Namespace) -> int:
-    from engine_build.quantize import QuantizeOptions, quantize_bundle
+    from engine_build.quantize import DEFAULT_EXCLUDE, QuantizeOptions, quantize_bundle
 
     graphs = [g for g, on in (("vision", args.vision), ("decoder", args.decoder)) if on]
-    opts = QuantizeOptions(precision=args.precision, graphs=graphs, exclude=args.exclude,
-                           calibration=args.calibration, calibrate_method=args.calibrate_method)
+    exclude = list(args.exclude)
+    if args.precision != "fp16" and not args.no_default_exclude:
+        exclude = list(DEFAULT_EXCLUDE) + exclude
+    opts = QuantizeOptions(precision=args.precision, graphs=graphs, exclude=exclude, calibration=args.calibration)
     out = quantize_bundle(args.bundle, args.out, opts)
     print(json.dumps({"bundle": str(out), "precision": args.precision, "graphs": graphs}))  # noqa: T201
     return 0
