@@ -14,6 +14,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="bundle directory to create (must be empty or absent)")
     p.add_argument("--calibration", type=Path, help="int8: directory of PNG/JPEG calibration images "
                                                     "(default: the built-in probe set)")
+    p.add_argument("--calibration-samples", type=int, default=128,
+                   help="int8: most decoder calls recorded for calibration (memory grows with it; default 128)")
     p.add_argument("--exclude", nargs="+", default=[], metavar="PATTERN",
                    help="more node-name patterns (fnmatch) kept in float, e.g. '/language_model/layers.1/*'")
     p.add_argument("--no-default-exclude", action="store_true",
@@ -28,7 +30,8 @@ def main(args: argparse.Namespace) -> int:
     exclude = list(args.exclude)
     if args.precision != "fp16" and not args.no_default_exclude:
         exclude = list(DEFAULT_EXCLUDE) + exclude
-    opts = QuantizeOptions(precision=args.precision, graphs=graphs, exclude=exclude, calibration=args.calibration)
+    opts = QuantizeOptions(precision=args.precision, graphs=graphs, exclude=exclude, calibration=args.calibration,
+                           max_decoder_samples=args.calibration_samples)
     out = quantize_bundle(args.bundle, args.out, opts)
     print(json.dumps({"bundle": str(out), "precision": args.precision, "graphs": graphs}))  # noqa: T201
     return 0
