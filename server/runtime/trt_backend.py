@@ -88,7 +88,7 @@ def select_plans(manifest: Manifest, trt_version: str, device_name: str, compute
 class _Plan:
     """One deserialized engine, its I/O dtypes and its execution contexts (one per profile)."""
 
-    def __init__(self, trt: Any, runtime: Any, path: Path, device: CudaDevice, profiles: int) -> None:
+    def __init__(self, trt: Any, runtime: Any, path: Path, device: Any, profiles: int) -> None:
         from engine_build.trt.compat import io_tensors
 
         data = path.read_bytes()
@@ -112,12 +112,14 @@ class TrtEngine(Engine):
     """vision + decoder plans on one GPU, with device-resident KV caches (create_cache / decode_into)."""
 
     def __init__(self, bundle_dir: Path, manifest: Manifest, dims: EngineDims, precision: Optional[str] = None,
-                 device: Optional[CudaDevice] = None) -> None:
+                 device: Optional[DeviceMemory] = None, trt: Optional[Any] = None, device_info: Optional[Any] = None
+                 ) -> None:
+        """device / trt / device_info default to this GPU, the installed tensorrt and cuda-python (tests inject)."""
         from engine_build.trt.compat import load_tensorrt
         from engine_build.trt.device import current_device
 
-        trt = load_tensorrt()
-        info = current_device()
+        trt = load_tensorrt(trt)
+        info = device_info or current_device()
         plans = select_plans(manifest, str(trt.__version__), info.name, info.compute_capability, precision)
         if not plans:
             raise EngineError("no TensorRT plans for TensorRT %s on %s (%s) in %s: run `tinyllava-med build-engines "

@@ -26,6 +26,7 @@ class FakeDevice(DeviceMemory):
         self.uploaded = 0
         self.downloaded = 0
         self.largest_transfer = 0
+        self.stream = 0  # what TensorRT calls take as the CUDA stream
 
     def _off(self, ptr: int) -> int:
         return ptr - _BASE
