@@ -168,7 +168,7 @@ def make_tensorrt(version: str, layers: Dict[str, List[Tuple[str, List[DataType]
             calls["builds"] += 1
             if fail_build:
                 return None
-            desc = {"layers": [[l.name, str(l.precision)] for l in network.layers],
+            desc = {"layers": [[layer.name, str(layer.precision)] for layer in network.layers],
                     "flags": [f.value for f in config.flags], "profiles": [p.shapes for p in config.profiles]}
             return ("PLAN" + json.dumps(desc, default=str)).encode()
 

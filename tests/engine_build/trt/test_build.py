@@ -15,7 +15,7 @@ from engine_build.trt.cache import cache_key
 from engine_build.trt.device import DeviceInfo
 from engine_build.trt.profiles import graph_profiles
 from server.runtime.bundle import bundle_hash, load_manifest
-from tests.engine_build.trt.bundles import H, KVH, L, D, M, write_bundle
+from tests.engine_build.trt.bundles import KVH, D, H, L, M, write_bundle
 from tests.engine_build.trt.fake_tensorrt import DataType, FakeEngine, TensorIOMode, make_tensorrt
 
 XAVIER = DeviceInfo("Xavier", "7.2", 32 << 30)
@@ -99,7 +99,7 @@ def test_build_configures_tensorrt_and_records_plans(tmp_path: Path) -> None:
     assert [p.shapes["inputs_embeds"] for p in decoder_cfg.profiles] == [((1, 1, H),) * 3,
                                                                          ((1, 1, H), (1, 32, H), (1, 32, H))]
     assert vision_cfg.profiles == []
-    net = {l.name: l for l in nets["decoder.onnx"].layers}
+    net = {x.name: x for x in nets["decoder.onnx"].layers}
     assert net["/lm/Cos"].precision == F and net["/lm/Cos"].output_types == {0: F}
     assert net["/lm/Shape"].precision == F and net["/lm/Shape"].output_types == {}  # int output: no type forced
     assert net["/lm/MatMul"].precision is None  # not pinned: TensorRT picks FP16

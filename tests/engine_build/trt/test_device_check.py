@@ -27,6 +27,6 @@ def test_device_check_reports_the_failing_step_without_tensorrt(tmp_path: Path) 
     assert proc.returncode == 1
     lines = proc.stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["precision", "greedy", "top-1"]
-    assert [l.split()[0] for l in lines[1:]] == ["fp16", "int8"]
-    assert all(l.endswith("build-engines failed") for l in lines[1:])
+    assert [x.split()[0] for x in lines[1:]] == ["fp16", "int8"]
+    assert all(x.endswith("build-engines failed") for x in lines[1:])
     assert "`tensorrt` Python package is not installed" in proc.stderr
