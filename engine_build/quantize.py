@@ -63,9 +63,19 @@ def _load(path: Path) -> onnx.ModelProto:
     return onnx.load(str(path), load_external_data=True)
 
 
+def _weights_bytes(model: onnx.ModelProto) -> int:
+    # ModelProto.ByteSize() itself fails above protobuf's 2 GB limit, so count the weights
+    return sum(len(t.raw_data) for t in model.graph.initializer)
+
+
+def _big(src: Path) -> bool:
+    """The graph and its external data together pass 1 GB: quantizers must write external data."""
+    return sum(p.stat().st_size for p in src.parent.glob(src.name + "*")) >= (1 << 30)
+
+
 def _save(model: onnx.ModelProto, path: Path) -> Optional[str]:
     """Save inline, or with one external-data file when the protobuf would pass 2 GB."""
-    if model.ByteSize() < (1 << 30):
+    if _weights_bytes(model) < (1 << 30):
         onnx.save_model(model, str(path))
         return None
     data = path.name + ".data"
@@ -104,11 +114,12 @@ def _int8_graph(src: Path, dst: Path, name: str, calib_dir: Path, opts: Quantize
 
     from engine_build.calibration import NpzReader
 
-    model = _load(src)
+    model = onnx.load(str(src), load_external_data=False)  # names only; the quantizer reads the file
     candidates = _weight_nodes(model)
     excluded = _excluded(candidates, opts.exclude)
     nodes = [n for n in candidates if n not in excluded]
     inputs = [i.name for i in model.graph.input]
+    del model
     reader = NpzReader(calib_dir / name, inputs)
     if not reader.files:
         raise QuantizeError("no calibration samples were recorded for the %s graph" % name)
@@ -117,8 +128,8 @@ def _int8_graph(src: Path, dst: Path, name: str, calib_dir: Path, opts: Quantize
              "QuantizeBias": False, "SmoothQuant": opts.smooth_quant}  # TRT 8.5: no INT32 bias QDQ
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         raw = Path(tmp) / dst.name
-        big = model.ByteSize() >= (1 << 30)
-        quantize_static(model, str(raw), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
+        big = _big(src)
+        quantize_static(str(src), str(raw), reader, quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANT_OPS),
                         per_channel=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                         nodes_to_quantize=nodes, calibrate_method=method, use_external_data_format=big,
                         extra_options=extra)
@@ -130,16 +141,16 @@ def _int8_graph(src: Path, dst: Path, name: str, calib_dir: Path, opts: Quantize
 def _int8_cpu_graph(src: Path, dst: Path, opts: QuantizeOptions) -> Dict[str, Any]:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    model = _load(src)
+    model = onnx.load(str(src), load_external_data=False)  # names only; the quantizer reads the file
     conv = {n.name for n in model.graph.node if n.op_type == "Conv"}  # the patch embedding: stays FP32
     candidates = [n for n in _weight_nodes(model) if n not in conv]
     excluded = _excluded(candidates, opts.exclude)
     nodes = [n for n in candidates if n not in excluded]
+    del model
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         raw = Path(tmp) / dst.name
-        quantize_dynamic(model, str(raw), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
-                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-                         use_external_data_format=model.ByteSize() >= (1 << 30),
+        quantize_dynamic(str(src), str(raw), op_types_to_quantize=["MatMul", "Gemm"], per_channel=True,
+                         weight_type=QuantType.QInt8, nodes_to_quantize=nodes, use_external_data_format=_big(src),
                          extra_options={"MatMulConstBOnly": True})
         data = _save(_load(raw), dst)
     return {"precision": "int8-cpu", "quantized_nodes": nodes, "excluded": excluded, "fp32_nodes": [],
