@@ -95,9 +95,12 @@ def fp32_nodes(model: onnx.ModelProto, family: str = "llama") -> List[str]:
     return [n.name for n in g.node if n.name in keep]
 
 
-def convert(model: onnx.ModelProto, keep_fp32: Sequence[str], fp32_io: Sequence[str]) -> onnx.ModelProto:
-    """The FP16 model: `keep_fp32` nodes and `fp32_io` graph inputs/outputs stay FP32 (casts inserted)."""
+def convert(model: onnx.ModelProto, keep_fp32: Sequence[str], fp32_io: Sequence[str],
+            infer_shapes: bool = True) -> onnx.ModelProto:
+    """The FP16 model: `keep_fp32` nodes and `fp32_io` graph inputs/outputs stay FP32 (casts inserted).
+
+    infer_shapes=False: the model already carries inferred value_info (done on its file when > 2 GB)."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
     return convert_float_to_float16(model, keep_io_types=list(fp32_io), op_block_list=list(DEFAULT_OP_BLOCK_LIST),
-                                    node_block_list=list(keep_fp32), disable_shape_infer=False)
+                                    node_block_list=list(keep_fp32), disable_shape_infer=not infer_shapes)

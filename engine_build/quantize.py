@@ -98,13 +98,21 @@ def _weight_nodes(model: onnx.ModelProto) -> List[str]:
 def _fp16_graph(src: Path, dst: Path, name: str, family: str, opts: QuantizeOptions) -> Dict[str, Any]:
     from engine_build import fp16
 
-    model = _load(src)
+    big = _big(src)
+    if big:  # onnx's in-memory shape inference refuses > 2 GB protos; the path-based one does not
+        with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
+            inferred = Path(tmp) / src.name
+            onnx.shape_inference.infer_shapes_path(str(src), str(inferred))
+            model = onnx.load(str(inferred), load_external_data=False)
+            onnx.load_external_data_for_model(model, str(src.parent))
+    else:
+        model = _load(src)
     names = [n.name for n in model.graph.node]
     keep = fp16.fp32_nodes(model, family)
     excluded = _excluded(names, opts.exclude)
     keep = [n for n in names if n in set(keep) | set(excluded)]
     fp32_io = ["logits"] if name == "decoder" else []
-    converted = fp16.convert(model, keep, fp32_io)
+    converted = fp16.convert(model, keep, fp32_io, infer_shapes=not big)
     data = _save(converted, dst)
     return {"precision": "float16", "fp32_nodes": keep, "excluded": excluded, "external_data": data}
 
