@@ -20,10 +20,10 @@ Run = Tuple[List[int], np.ndarray]  # generated ids, logits [n, V] float32
 
 
 class BundleSide:
-    def __init__(self, bundle: str) -> None:
+    def __init__(self, bundle: str, backend: str = "onnxruntime") -> None:
         from server.runtime.pipeline import BundlePipeline
 
-        self.pipe = BundlePipeline(bundle)
+        self.pipe = BundlePipeline(bundle, backend=backend)
         self.processor = self.pipe.processor
 
     def run(self, image: Image.Image, question: str, max_tokens: int, forced: Sequence[int] = ()) -> Run:
@@ -55,11 +55,11 @@ class CheckpointSide:
         return list(r.output_ids), r.logits.numpy()
 
 
-def open_side(path: str) -> Any:
+def open_side(path: str, backend: str = "onnxruntime") -> Any:
     """A bundle (has manifest.json) or a checkpoint (has config.json)."""
     p = Path(path)
     if (p / "manifest.json").is_file():
-        return BundleSide(path)
+        return BundleSide(path, backend)
     if (p / "config.json").is_file():
         return CheckpointSide(path)
     raise FileNotFoundError("%s is neither a bundle (manifest.json) nor a checkpoint (config.json)" % path)
@@ -99,12 +99,13 @@ class ValidationReport:
 
 
 def validate(candidate: str, reference: str, images: Optional[Path] = None, max_tokens: int = 32,
-             progress: bool = True) -> ValidationReport:
+             progress: bool = True, backend: str = "onnxruntime") -> ValidationReport:
+    """backend: how the candidate bundle runs (the reference bundle always runs on ONNX Runtime)."""
     from tqdm import tqdm
 
     from models.probes import QUESTIONS
 
-    cand, ref = open_side(candidate), open_side(reference)
+    cand, ref = open_side(candidate, backend), open_side(reference)
     report = ValidationReport()
     items = list(probes(images))
     for name, image, question in tqdm(items, desc="validate", unit="probe", disable=not progress or None):

@@ -19,6 +19,8 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
                      "LLaVA-Med layout)"),
     "finetune": ("models.commands.finetune", "train a checkpoint on LLaVA conversations or a VQA training split"),
     "export": ("engine_build.commands.export", "export a checkpoint to an ONNX bundle (TensorRT 8.5 gated)"),
+    "quantize": ("engine_build.commands.quantize", "quantize a bundle: fp16, int8 (TensorRT QDQ) or int8-cpu"),
+    "build-engines": ("engine_build.commands.build_engines", "build TensorRT plans (fp16/int8) for this device"),
     "validate": ("engine_build.commands.validate", "compare a bundle with its checkpoint or another bundle"),
     "ask": ("server.commands.ask", "answer one question about one image"),
     "eval": ("server.commands.eval", "score VQA-RAD / SLAKE / PathVQA / LLaVA-Med answers (LLaVA-Med metrics)"),

@@ -13,6 +13,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=32, help="generated positions compared per probe (default 32)")
     p.add_argument("--min-greedy", type=float, default=0.0, help="fail below this greedy-sequence agreement (0..1)")
     p.add_argument("--min-top1", type=float, default=0.0, help="fail below this per-position top-1 agreement (0..1)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="how BUNDLE runs: onnxruntime (default) or its TensorRT plans for this device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -20,7 +22,7 @@ def main(args: argparse.Namespace) -> int:
     from engine_build.validate import dumps, format_report, validate
 
     report = validate(args.bundle, args.reference, images=args.images, max_tokens=args.max_tokens,
-                      progress=not args.json)
+                      progress=not args.json, backend=args.backend)
     print(dumps(report) if args.json else format_report(report))  # noqa: T201
     failed = []
     if report.greedy_agreement < args.min_greedy:

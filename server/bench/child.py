@@ -99,6 +99,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--graph-optimization", choices=("disable", "basic", "extended", "all"), default="all")
     p.add_argument("--disable-prepacking", action="store_true", help="less memory, slower MatMuls")
     p.add_argument("--no-cpu-arena", action="store_true", help="ORT CPU memory arena off")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="tensorrt: the bundle's plans for this device (tinyllava-med build-engines)")
     p.add_argument("--image", help="the image file: time each question as the service runs a request, from the "
                                    "image's bytes and the question's text to the first token")
     p.add_argument("--question", default="", help="with --image: the first question's text")
@@ -122,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     t0 = time.perf_counter()
     # Hashes are skipped: reading every file once more proves nothing about speed.
     extra = {"prefill_chunk": args.prefill_chunk} if args.prefill_chunk else {}
-    rt = load_runtime(args.bundle, options=options, check_hashes=False, **extra)
+    rt = load_runtime(args.bundle, options=options, check_hashes=False, backend=args.backend, **extra)
     load_ms = (time.perf_counter() - t0) * 1000.0
     if rt.engine.num_image_tokens != inputs["num_image_tokens"]:
         raise BenchError("the bundle makes %d image tokens, the prepared inputs assume %d"
@@ -148,7 +150,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             if i:
                 runs[q].append(r)
     emit({
-        "system": "tinyllava-med onnxruntime %s (%s)" % (ort.__version__, ", ".join(rt.engine.providers["decoder"])),
+        "system": "tinyllava-med %s (%s)" % ("onnxruntime " + ort.__version__ if args.backend == "onnxruntime"
+                                              else args.backend, ", ".join(rt.engine.providers["decoder"])),
         "threads": session_options(options).intra_op_num_threads,
         "dtype": rt.manifest.precision,
         "load_ms": round(load_ms, 1),

@@ -72,12 +72,17 @@ def run(bundle: Path, image: Path, question: str, followup: str, new_tokens: int
         if baseline == "transformers":
             systems["transformers"] = _run_child(
                 "engine_build.bench_hf", ["--checkpoint", str(checkpoint), "--inputs", str(inputs),
-                                          "--dtype", manifest.precision] + common)
+                                          "--dtype", baseline_dtype(manifest.precision)] + common)
 
     report = build_report(systems, ids, n_image, new_tokens, goal_preset(manifest.model))
     report.update(bundle=str(bundle), checkpoint=checkpoint, image=str(image), model=manifest.model.name,
                   precision=manifest.precision, new_tokens=new_tokens, repeat=repeat)
     return report
+
+
+def baseline_dtype(precision: str) -> str:
+    """transformers runs an FP16 bundle's checkpoint in float16; every other bundle (FP32, INT8) against FP32 eager."""
+    return "float16" if precision == "float16" else "float32"
 
 
 def _run_child(module: str, argv: List[str]) -> Dict[str, Any]:

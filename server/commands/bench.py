@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prefill-chunk", type=int, default=0,
                    help="ours: prefill at most this many positions per decoder call (bounds attention scratch "
                         "memory; default: the runtime's)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"), default="onnxruntime",
+                   help="ours: onnxruntime (default), or the bundle's TensorRT plans (tinyllava-med build-engines)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--chart", metavar="FILE.png", help="also write a PNG chart of the figures (needs the eval extra)")
 
@@ -47,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
     image = Path(args.image)
     if not image.is_file():
         raise BenchError("image file %s not found" % image)
-    ours_flags = ["--prefill-chunk", str(args.prefill_chunk)]
+    ours_flags = ["--prefill-chunk", str(args.prefill_chunk), "--backend", args.backend]
     if args.disable_prepacking:
         ours_flags.append("--disable-prepacking")
     if args.no_cpu_arena:

@@ -9,7 +9,7 @@ import argparse
 from typing import Any, Dict
 
 # flag dest -> settings field, for flags given on the command line (None = not given)
-_FLAGS = ("bundle", "host", "port", "api_key_file", "max_concurrency", "max_queue", "request_timeout",
+_FLAGS = ("bundle", "backend", "host", "port", "api_key_file", "max_concurrency", "max_queue", "request_timeout",
           "drain_timeout", "cors_origins", "remote_image_prefixes", "log_level")
 
 # After the drain, connections still open get this long before uvicorn cancels them.
@@ -18,6 +18,9 @@ _GRACEFUL_S = 1.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", help="bundle directory (default: the embedded random-weight demo bundle)")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"),
+                   help="auto (default): the bundle's TensorRT plans if valid ones exist for this device "
+                        "(tinyllava-med build-engines), else ONNX Runtime")
     p.add_argument("--host", help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
     p.add_argument("--port", type=int, help="port (default 8000)")
     p.add_argument("--api-key-file", help="file with one API key per line; keys also come from TINYLLAVA_API_KEYS")

@@ -23,7 +23,13 @@ from typing import Any, Dict, List, Optional
 
 from models.config import ModelConfig
 
-SCHEMA_VERSION = 1
+# 2: precision may be float16 / int8 / int8-cpu, with `quantization` (how) and `engines` (TensorRT plans
+# built on a device). Version 1 bundles (FP32/FP16 exports without those fields) stay readable.
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
+PRECISIONS = ("float32", "float16", "int8", "int8-cpu")
+# int8-cpu graphs use dynamic W8A8 integer ops (MatMulInteger) that TensorRT cannot parse: CPU only.
+CPU_ONLY_PRECISIONS = ("int8-cpu",)
 FORMAT_NAME = "tinyllava-med-bundle"
 MANIFEST_FILE = "manifest.json"
 VISION_FILE = "vision.onnx"
@@ -74,7 +80,7 @@ class GraphSpec:
 class Manifest:
     model: ModelConfig
     template: str
-    precision: str  # "float32" | "float16"
+    precision: str  # one of PRECISIONS
     opset: int
     max_context: int
     graphs: Dict[str, GraphSpec]
@@ -83,6 +89,11 @@ class Manifest:
     files: Dict[str, Dict[str, Any]] = field(default_factory=dict)  # name -> {sha256, size}
     tools: Dict[str, str] = field(default_factory=dict)
     source: Dict[str, Any] = field(default_factory=dict)
+    # quantize: {"precision", "source_bundle_sha256", "cpu_only", "calibration": {...}, "tools": {...},
+    #  "graphs": {name: {"precision", "fp32_nodes": [...], "quantized_nodes": [...], "excluded": [...]}}}
+    quantization: Dict[str, Any] = field(default_factory=dict)
+    # build-engines: cache key -> {"file", "sha256", "size", "tensorrt", "device", "compute_capability", ...}
+    engines: Dict[str, Any] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     format: str = FORMAT_NAME
 
@@ -106,6 +117,7 @@ class Manifest:
             opset=int(d["opset"]), max_context=int(d["max_context"]), graphs=graphs,
             embeddings=spec(d["embeddings"]), tokenizer=dict(d["tokenizer"]), files=dict(d["files"]),
             tools=dict(d.get("tools", {})), source=dict(d.get("source", {})),
+            quantization=dict(d.get("quantization", {})), engines=dict(d.get("engines", {})),
             schema_version=int(d["schema_version"]), format=d["format"],
         )
 
@@ -126,14 +138,18 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_manifest(bundle_dir: Path, manifest: Manifest) -> Path:
-    """Hash every file in the bundle directory into the manifest and write manifest.json."""
+def write_manifest(bundle_dir: Path, manifest: Manifest, rehash: bool = True) -> Path:
+    """Hash every file in the bundle directory into the manifest and write manifest.json.
+
+    rehash=False keeps `files` as it is (recording engines built later must not re-hash GBs of graphs).
+    """
     bundle_dir = Path(bundle_dir)
-    manifest.files = {}
-    for p in sorted(bundle_dir.iterdir()):
-        if p.name == MANIFEST_FILE or not p.is_file():
-            continue
-        manifest.files[p.name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+    if rehash:
+        manifest.files = {}
+        for p in sorted(bundle_dir.iterdir()):
+            if p.name == MANIFEST_FILE or not p.is_file():
+                continue
+            manifest.files[p.name] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     out = bundle_dir / MANIFEST_FILE
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
@@ -163,9 +179,11 @@ def read_manifest(bundle_dir: Path) -> Manifest:
     if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
         raise BundleError("%s is not a tinyllava-med bundle manifest" % MANIFEST_FILE)
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise BundleError("%s has schema version %r, this runtime reads version %d: re-export the bundle "
-                          "with this version of `tinyllava-med export`" % (MANIFEST_FILE, version, SCHEMA_VERSION))
+    if version not in READABLE_SCHEMA_VERSIONS:
+        raise BundleError("%s has schema version %r, this runtime reads version %d (and older %s): re-export the "
+                          "bundle with this version of `tinyllava-med export`"
+                          % (MANIFEST_FILE, version, SCHEMA_VERSION,
+                             ", ".join(str(v) for v in READABLE_SCHEMA_VERSIONS if v != SCHEMA_VERSION)))
     try:
         return Manifest.from_json(raw)
     except (KeyError, TypeError, ValueError) as e:
@@ -192,6 +210,19 @@ def verify_files(bundle_dir: Path, manifest: Manifest, check_hashes: bool = True
         if check_hashes and sha256_file(p) != meta["sha256"]:
             raise BundleError("bundle file %s fails its sha256 check (altered or corrupt): copy the bundle again"
                               % name)
+
+
+def bundle_hash(manifest: Manifest) -> str:
+    """sha256 over the graphs', embeddings' and tokenizer's hashes and the precision: what an engine is built from.
+
+    Engines and the manifest's own engine records are not part of it, so recording a plan keeps it stable.
+    """
+    h = hashlib.sha256(manifest.precision.encode("utf-8"))
+    for name in sorted(manifest.files):
+        if name.endswith(".plan"):
+            continue
+        h.update(("\0%s\0%s" % (name, manifest.files[name]["sha256"])).encode("utf-8"))
+    return h.hexdigest()
 
 
 def load_manifest(bundle_dir: Path, check_hashes: bool = True) -> Manifest:

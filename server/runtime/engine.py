@@ -1,14 +1,18 @@
 """The `Engine` interface: what a backend (ONNX Runtime, native TensorRT) must provide.
 
-An engine is stateless between calls: the KV cache belongs to the caller (see kv_cache.py), so
-every backend has the same semantics and the generation loop is written once. Graph I/O is the
-bundle contract in server/runtime/bundle.py (VISION_* and DECODER_*).
+By default an engine is stateless between calls: the KV cache belongs to the caller (see
+kv_cache.py), so every backend has the same semantics and the generation loop is written once.
+A backend whose cache must stay in device memory (native TensorRT: a host round trip of the whole
+cache per token would cap decode far below the bandwidth ceiling) instead returns a cache object
+from create_cache() and runs steps with decode_into(), which writes the new K/V into that cache
+itself. The ONNX Runtime backend keeps the default (host cache, decode()). Graph I/O is the bundle
+contract in server/runtime/bundle.py (VISION_* and DECODER_*).
 """
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -48,6 +52,16 @@ class Engine(abc.ABC):
         [L, 1, KVH, M, D] (dtype), past_mask [1, M] int64 (1 = attend). Returns logits [1, V]
         float32 for the last new position, and new_key / new_value [L, 1, KVH, S, D].
         """
+
+    def create_cache(self) -> Optional[Any]:
+        """A cache this engine owns (same interface as KVCache: length, capacity, remaining, truncate,
+        reset), or None: the caller keeps a host KVCache and calls decode()."""
+        return None
+
+    def decode_into(self, inputs_embeds: np.ndarray, position_ids: np.ndarray, cache: Any) -> np.ndarray:
+        """One step over S new tokens at positions cache.length.. against a cache from create_cache();
+        writes their K/V into it and returns logits [1, V] float32."""
+        raise NotImplementedError("%s keeps no cache of its own: use decode()" % type(self).__name__)
 
     @property
     def providers(self) -> Dict[str, List[str]]:

@@ -88,7 +88,10 @@ class Generator:
         self.prefix_reuse = prefix_reuse
         self.prefill_chunk = prefill_chunk
         self.image_cache = ImageEmbeddingCache(image_cache_size)
-        self.cache = KVCache.for_dims(dims)
+        # A backend may own a device-resident cache (Engine.create_cache); else a host KVCache.
+        owned = engine.create_cache()
+        self._engine_cache = owned is not None
+        self.cache = owned if owned is not None else KVCache.for_dims(dims)
         self._cached_keys: List[Hashable] = []  # what cache position i holds
         self._lock = threading.Lock()
 
@@ -283,6 +286,8 @@ class Generator:
         """One decoder call over positions start .. start+S-1; writes their K/V; returns logits [V]."""
         positions = np.arange(start, start + embeds.shape[1], dtype=np.int64)[None]
         c = self.cache
+        if self._engine_cache:
+            return self.engine.decode_into(embeds, positions, c)[0]
         logits, new_key, new_value = self.engine.decode(embeds, positions, c.key, c.value, c.mask)
         c.write(start, new_key, new_value)
         return logits[0]

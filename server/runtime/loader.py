@@ -68,11 +68,29 @@ def load_tokenizer(path: Path) -> Tokenizer:
     return tok
 
 
+BACKENDS = ("auto", "onnxruntime", "tensorrt")
+
+
+def open_engine(bundle_dir: Path, manifest: Manifest, backend: str, options: OrtOptions) -> Engine:
+    """auto: the native TensorRT plans when this device has valid ones, else ONNX Runtime."""
+    if backend not in BACKENDS:
+        raise BundleError("backend %r is not one of %s" % (backend, ", ".join(BACKENDS)))
+    graphs = manifest.graphs
+    dims = expected_dims(manifest)
+    if backend in ("auto", "tensorrt"):
+        from server.runtime.trt_backend import TrtEngine, tensorrt_available
+
+        if backend == "tensorrt" or tensorrt_available(bundle_dir, manifest):
+            return TrtEngine(bundle_dir, manifest, dims)
+        log.info("no TensorRT plans for this device in %s: using ONNX Runtime", bundle_dir)
+    return OrtEngine(bundle_dir / graphs["decoder"].file, bundle_dir / graphs["vision"].file, options, expected=dims)
+
+
 def load_runtime(bundle_dir: Union[str, Path], providers: Optional[Sequence[str]] = None,
                  options: Optional[OrtOptions] = None, check_hashes: bool = True, image_cache_size: int = 8,
                  prefix_reuse: bool = True, prefill_chunk: Optional[int] = DEFAULT_PREFILL_CHUNK,
-                 stop_token_ids: Sequence[int] = ()) -> Runtime:
-    """Verify and open a bundle on ONNX Runtime.
+                 stop_token_ids: Sequence[int] = (), backend: str = "onnxruntime") -> Runtime:
+    """Verify and open a bundle on ONNX Runtime (or, with backend "tensorrt"/"auto", its TensorRT plans).
 
     providers (e.g. ["tensorrt", "cuda", "cpu"]) overrides options.providers; each graph runs on the
     first one that works here (see ort_backend). stop_token_ids: stops besides the tokenizer's EOS.
@@ -85,8 +103,9 @@ def load_runtime(bundle_dir: Union[str, Path], providers: Optional[Sequence[str]
     graphs = manifest.graphs
     if "decoder" not in graphs or "vision" not in graphs:
         raise BundleError("the manifest lists graphs %s; a bundle needs 'vision' and 'decoder'" % sorted(graphs))
-    engine = OrtEngine(bundle_dir / graphs["decoder"].file, bundle_dir / graphs["vision"].file, options,
-                       expected=expected_dims(manifest))
+    engine = open_engine(bundle_dir, manifest, backend, options)
+    if getattr(engine, "chunk", None):  # a TensorRT prefill profile bounds the chunk
+        prefill_chunk = min(prefill_chunk or engine.chunk, engine.chunk)  # type: ignore[attr-defined]
     embed = load_embeddings(bundle_dir / manifest.embeddings.name, manifest.embeddings)
     tokenizer = load_tokenizer(bundle_dir / manifest.tokenizer["file"])
     # The checkpoint's end-of-sequence ids and the template's stop token, the first as eos_token_id.
@@ -98,5 +117,5 @@ def load_runtime(bundle_dir: Union[str, Path], providers: Optional[Sequence[str]
     return Runtime(bundle_dir, manifest, engine, tokenizer, embed, generator)
 
 
-__all__ = ["Runtime", "expected_dims", "load_embeddings", "load_runtime",
+__all__ = ["BACKENDS", "Runtime", "expected_dims", "open_engine", "load_embeddings", "load_runtime",
            "load_tokenizer"]

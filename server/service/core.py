@@ -92,7 +92,7 @@ class Service:
             if s.build_engines:
                 self._build_engines()
             t0 = time.perf_counter()
-            pipeline = BundlePipeline(self.bundle_dir, image_limits=self.settings.image_limits)
+            pipeline = BundlePipeline(self.bundle_dir, image_limits=self.settings.image_limits, backend=s.backend)
             first = pipeline.runtime.generator
             generators = [first] + [first.sibling() for _ in range(s.max_concurrency - 1)]
             for g in generators:

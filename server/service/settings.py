@@ -6,7 +6,7 @@ have no default: without one the service runs open, which suits a device on a pr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Literal, Optional
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="TINYLLAVA_", extra="ignore")
 
     bundle: Optional[Path] = Field(None, description="bundle directory; None serves the embedded default bundle")
+    # auto: the bundle's TensorRT plans when valid ones exist for this device (build-engines), else ONNX Runtime
+    backend: Literal["auto", "onnxruntime", "tensorrt"] = "auto"
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     api_keys: Optional[SecretStr] = Field(None, description="comma-separated API keys")
