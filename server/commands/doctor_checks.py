@@ -230,11 +230,11 @@ def check_engines(dev: Device, bundle: Path, precision: str, builder_module: str
     from server.service.engines import BuilderMissing, resolve_builder
 
     facts = {"precision": precision, "builder": builder_module}
+    if not dev.jetson and not has_trt:  # nothing can build or run a plan here, whether or not the builder imports
+        return Check("engines", SKIP, "no TensorRT engines on this host (ONNX Runtime serves)", facts=facts)
     try:
         builder = resolve_builder(builder_module)
     except BuilderMissing as e:
-        if not dev.jetson and not has_trt:
-            return Check("engines", SKIP, "no TensorRT engines on this host (ONNX Runtime serves)", facts=facts)
         return Check("engines", FAIL, str(e).split(" (")[0], str(e), facts)
     try:
         ready = builder.engines_ready(bundle, precision)
