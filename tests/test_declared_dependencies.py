@@ -21,7 +21,8 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNTIME = [ROOT / "server", ROOT / "models" / "processor", ROOT / "models" / "config.py", ROOT / "models" / "probes.py"]
 FIRST_PARTY = {"server", "models", "engine_build", "tests"}
 # Imported only inside functions of optional commands, each in the extra named beside it.
-OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson"}
+OPTIONAL = {"tqdm": "eval", "matplotlib": "eval", "torch": "export", "transformers": "test", "jtop": "jetson",
+            "cuda": "tensorrt"}
 # Required, but installed by choice: ONNX Runtime through the cpu / gpu extra or NVIDIA's wheel on a Jetson (one of
 # them always), TensorRT from the system's bindings. Not in [project].dependencies, may be imported at module level.
 INSTALL_CHOICES = {"onnxruntime": "cpu", "tensorrt": "system"}
@@ -63,3 +64,8 @@ def test_every_runtime_import_is_a_declared_dependency() -> None:
 def test_optional_packages_are_not_imported_at_module_level() -> None:
     assert not _imported(module_level_only=True) & set(OPTIONAL)
     assert "tqdm" not in _declared()  # in the export and eval extras only
+
+
+def test_each_optional_import_names_an_extra_that_exists() -> None:
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]["optional-dependencies"]
+    assert not {extra for extra in OPTIONAL.values() if extra not in extras}
