@@ -20,7 +20,6 @@ import itertools
 import logging
 import re
 import struct
-import warnings
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -28,6 +27,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.uid import UID
 
 from server.imaging.dicom_display import render_frame
@@ -82,20 +82,25 @@ class DicomImage:
 
 def decode_dicom(data: bytes, frame: Optional[int], limits: ImageLimits) -> DicomImage:
     """Decode one frame of a DICOM Part 10 file; every failure is an ImageInputError (4xx)."""
+    # pydicom's warnings quote element values (patient data): configure_pydicom, at start-up,
+    # silences them process-wide (a warnings.catch_warnings here would not be thread-safe).
     try:
-        with warnings.catch_warnings():
-            # pydicom's validation warnings quote element values (patient data) and would reach
-            # stderr; nothing it warns about changes what is decoded here.
-            warnings.simplefilter("ignore")
-            return _decode(data, frame, limits)
-    except ImageInputError:
+        return _decode(data, frame, limits)
+    except ImageInputError:  # a ValueError too: ours, with its own message
         raise
-    except Exception as exc:  # untrusted bytes reach pure-Python parsers that raise anything
+    except _PYDICOM_ERRORS as exc:
         # The message may quote the file: log the type only, and drop the chain (from None).
         logger.info("DICOM upload refused after %s", type(exc).__name__)
         raise ImageInputError(
             "dicom_invalid", "the DICOM file is damaged or not a DICOM image and could not be read"
         ) from None
+
+
+# What pydicom raises on damaged bytes (found by tests/server/imaging/test_images_dicom.py's mutation
+# test on pydicom 2.4 and 3). Not TypeError/KeyError/IndexError: those are bugs, and a bug must be a
+# 500 with a traceback, not a "damaged file" for the user.
+_PYDICOM_ERRORS = (InvalidDicomError, BytesLengthException, ValueError, OSError, EOFError, struct.error,
+                   NotImplementedError, OverflowError)
 
 
 def _decode(data: bytes, frame: Optional[int], limits: ImageLimits) -> DicomImage:
@@ -157,7 +162,7 @@ def _read_header(prefix: bytes, clipped: bool, limits: ImageLimits) -> Tuple[Dat
     fp = io.BytesIO(prefix)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True)
-    except Exception:
+    except _PYDICOM_ERRORS:  # raised by pydicom only (nothing of ours runs inside dcmread)
         if not clipped:
             raise
         raise ImageInputError(
@@ -233,8 +238,14 @@ def _check_geometry(ds: Dataset, frame: Optional[int], limits: ImageLimits) -> T
             "or 32 bits are)" % (samples, bits),
             status=415,
         )
-    if not 1 <= stored <= bits or _int(ds, "PixelRepresentation", 0) not in (0, 1):
+    representation = _int(ds, "PixelRepresentation", 0)
+    if not 1 <= stored <= bits or representation not in (0, 1):
         raise ImageInputError("dicom_invalid", "the DICOM Bits Stored or Pixel Representation is out of range")
+    # pydicom's decoders need these Type 1 attributes that older writers leave out: give them the
+    # values assumed above, so every decode path reads the frame the same way.
+    ds.SamplesPerPixel, ds.BitsStored, ds.PixelRepresentation = samples, stored, representation
+    if samples == 3 and "PlanarConfiguration" not in ds:
+        ds.PlanarConfiguration = 0
     if frame is None:
         index = frames // 2
     elif isinstance(frame, bool) or not isinstance(frame, int) or not 0 <= frame < frames:
@@ -349,7 +360,7 @@ def _decode_compressed(
         )
     try:
         return decode_only_frame(ds, encapsulate([fragment]), encapsulated=True)
-    except Exception as exc:  # a plugin's error on a damaged stream, or a codec it lacks
+    except _PYDICOM_ERRORS + (RuntimeError,) as exc:  # pylibjpeg's codecs raise RuntimeError on a damaged stream
         logger.info("compressed DICOM frame not decoded: %s", type(exc).__name__)
         raise ImageInputError(
             "dicom_decode_failed",

@@ -16,6 +16,7 @@ import numpy as np
 from models.processor import Processor
 from server.imaging.images import DEFAULT_LIMITS, DecodedImage, decode_image
 from server.imaging.limits import ImageLimits, configure_pillow
+from server.imaging.pydicom_compat import configure_pydicom
 from server.runtime.lru import LRU
 
 
@@ -24,6 +25,7 @@ class ImagePreparer:
         self.processor = processor
         self.limits = limits or DEFAULT_LIMITS
         configure_pillow(self.limits.max_pixels)  # once, as the service (or bench) starts
+        configure_pydicom()
         self._cache: "LRU[Tuple[str, Optional[int]], Tuple[DecodedImage, np.ndarray]]" = LRU(capacity)
 
     def __call__(self, data: bytes, frame: Optional[int] = None) -> Tuple[DecodedImage, np.ndarray]:

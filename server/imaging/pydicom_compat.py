@@ -8,6 +8,8 @@ a value that cannot be converted still fails where it is read.
 """
 from __future__ import annotations
 
+import io
+import warnings
 from typing import BinaryIO, Iterator, Tuple
 
 import numpy as np
@@ -32,13 +34,26 @@ else:
         apply_voi_lut,
         convert_color_space,
     )
+    from pydicom.pixel_data_handlers.pillow_handler import PillowJPEGTransferSyntaxes as _PILLOW_JPEG
 
 __all__ = [
-    "PYDICOM_MAJOR", "apply_color_lut", "apply_modality_lut", "apply_voi_lut", "decode_only_frame",
-    "decoder_available", "file_encoding", "iter_frames", "read_file_meta", "ybr_full_to_rgb",
+    "PYDICOM_MAJOR", "apply_color_lut", "apply_modality_lut", "apply_voi_lut", "configure_pydicom",
+    "decode_only_frame", "decoder_available", "file_encoding", "iter_frames", "read_file_meta", "ybr_full_to_rgb",
 ]
 
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+def configure_pydicom() -> None:
+    """Once, at start-up: silence pydicom's warnings process-wide.
+
+    They quote element values ("Unknown encoding 'ISO_IR 19f'", the value it could not convert), which
+    are patient data, and say nothing about what is decoded (a damaged value still fails where it is
+    read). Set once rather than by a warnings.catch_warnings around each decode, which is not
+    thread-safe; calling again is harmless.
+    """
+    warnings.filterwarnings("ignore", module=r"pydicom(\.|$)")
+
 
 _PIXEL_DATA = 0x7FE00010
 _EXTENDED_OFFSET_TABLE = (0x7FE00001, 0x7FE00002)  # offsets into the original frames
@@ -88,12 +103,34 @@ def decode_only_frame(ds: Dataset, value: bytes, encapsulated: bool) -> np.ndarr
     for tag in _EXTENDED_OFFSET_TABLE:
         if tag in ds:
             del ds[tag]
+    if PYDICOM_MAJOR < 3 and encapsulated and _is_rgb_jpeg(ds):
+        return _decode_rgb_jpeg(next(generate_pixel_data_frame(value, 1)))
     pixels = ds.pixel_array
     # pydicom 3 returns YBR_FULL(_422) as RGB (its default, as_rgb). pydicom 2.4 leaves it as
     # stored unless its handler converted, which it says by rewriting the attribute to RGB.
     if PYDICOM_MAJOR < 3 and str(ds.PhotometricInterpretation) in ("YBR_FULL", "YBR_FULL_422"):
         pixels = ybr_full_to_rgb(pixels)
     return pixels
+
+
+def _is_rgb_jpeg(ds: Dataset) -> bool:
+    syntax = ds.file_meta.TransferSyntaxUID
+    return syntax in _PILLOW_JPEG and str(ds.PhotometricInterpretation) == "RGB" and int(ds.BitsAllocated) == 8
+
+
+def _decode_rgb_jpeg(fragment: bytes) -> np.ndarray:
+    """An 8-bit JPEG whose samples are RGB, not YCbCr, decoded without a colour transform.
+
+    pydicom 2.4's Pillow handler asks for that by assigning Image.mode, which Pillow >= 10.1 made
+    read-only (AttributeError on every such file); Image.draft is the supported way, and what pydicom
+    3 does. An Adobe marker saying the stream is colour-transformed wins, as it does there.
+    """
+    from PIL import Image
+
+    with Image.open(io.BytesIO(fragment)) as image:
+        if "adobe_transform" not in image.info:
+            image.draft("YCbCr", image.size)
+        return np.asarray(image)
 
 
 def ybr_full_to_rgb(pixels: np.ndarray) -> np.ndarray:

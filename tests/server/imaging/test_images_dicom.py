@@ -5,6 +5,7 @@ Files come from pydicom's wheel; those only in pydicom-data (the test extra) ski
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import random
 import struct
@@ -21,6 +22,7 @@ from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 
 from server.imaging.images import ImageInputError, ImageLimits, decode_image
+from server.imaging.pydicom_compat import configure_pydicom, iter_frames, ybr_full_to_rgb
 from tests.server.image_fixtures import (
     all_dicom_test_files,
     deflate_raw,
@@ -275,6 +277,9 @@ _BANDS = {
         ("SC_ybr_full_422_uncompressed.dcm", 8),  # YBR_FULL_422, stored subsampled
         ("SC_rgb_jpeg_dcmtk.dcm", 8),  # JPEG baseline, YBR_FULL: lossy
         ("SC_rgb_dcmtk_+eb+cy+n1.dcm", 8),
+        # JPEG baseline of RGB samples (no colour transform): pydicom 2.4's own Pillow path fails on
+        # it with Pillow >= 10.1, so pydicom_compat decodes it (the Python 3.8 run checks that path).
+        ("SC_rgb_dcmtk_+eb+cr.dcm", 8),
     ],
 )
 def test_colour_bands(name, tolerance):
@@ -288,6 +293,19 @@ def test_colour_bands(name, tolerance):
         return
     for row, colour in _BANDS.items():
         assert np.abs(rgb[row, 50] - np.array(colour)).max() <= tolerance, (row, rgb[row, 50], colour)
+
+
+@pytest.mark.parametrize("name", ["SC_jpeg_no_color_transform.dcm", "SC_rgb_jpeg.dcm"])
+def test_rgb_jpeg_without_a_colour_transform_is_not_converted(name):
+    # JPEG baseline whose samples are RGB (no Adobe marker saying otherwise): the decoded values are the
+    # stored ones. So reading them as YCbCr, with pydicom's conversion, must give what Pillow's own
+    # decoder gives when it assumes YCbCr (its default): two independent implementations of the same
+    # transform, equal up to rounding. (pydicom 2.4's own path raises on these with Pillow >= 10.1.)
+    ours = _pixels(read_bytes(name))
+    fragment = next(iter_frames(read_dataset(name), read_dataset(name).PixelData, 1))
+    pillow_as_ycbcr = np.asarray(Image.open(io.BytesIO(fragment)).convert("RGB")).astype(int)
+    assert np.abs(ours.astype(int) - pillow_as_ycbcr).max() > 20  # the two readings differ visibly
+    np.testing.assert_allclose(ybr_full_to_rgb(ours).astype(int), pillow_as_ycbcr, atol=3)
 
 
 def test_rle_colour_frames_match_pydicom():
@@ -512,6 +530,33 @@ def _canary_variants():
     at = garbled.find(b"CANARY^PATIENT")
     garbled[at - 2 : at] = b"\xff\xff"  # the PatientName length field, now past the end of the file
     yield "garbled-length", bytes(garbled)
+
+
+def test_a_bug_in_the_decoder_is_not_reported_as_a_damaged_file(monkeypatch):
+    import server.imaging.dicom as dicom
+
+    def broken(*args, **kwargs):
+        raise TypeError("a bug in rendering")
+
+    monkeypatch.setattr(dicom, "render_frame", broken)
+    with pytest.raises(TypeError, match="a bug in rendering"):  # a 500 with a traceback, not a 4xx
+        decode_image(read_bytes("CT_small.dcm"))
+
+
+def test_pydicom_warnings_quoting_values_are_silenced_once_at_start_up():
+    ds = _canary_dataset()
+    ds.SpecificCharacterSet = "CANARY_CHARSET"
+    data = to_bytes(ds)
+    with warnings.catch_warnings(record=True) as before:
+        warnings.simplefilter("always")
+        decode_image(data)  # pydicom warns, quoting the value it could not use
+    assert any(CANARY in str(w.message).upper() for w in before)
+    with warnings.catch_warnings(record=True) as after:
+        warnings.simplefilter("always")
+        configure_pydicom()  # what ImagePreparer does as the service starts
+        out = decode_image(data)
+    assert out.format == "dicom"
+    assert not [w for w in after if CANARY in str(w.message).upper()]
 
 
 def test_no_patient_data_in_messages_logs_or_warnings(caplog, capsys):
