@@ -13,7 +13,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="checkpoint directory (llava, factory or hf layout): PyTorch")
     src.add_argument("--bundle", help="bundle directory from `tinyllava-med export`: ONNX Runtime (default: the "
-                     "embedded random-weight demo bundle)")
+                     "embedded synthetic-image demo bundle)")
     p.add_argument("--image", required=True, help="image file (PNG or JPEG)")
     p.add_argument("--question", required=True, help="the question")
     p.add_argument("--max-tokens", type=int, default=64, help="most tokens to generate (default 64)")

@@ -1,7 +1,7 @@
 """`tinyllava-med serve`: the HTTP service (FastAPI on uvicorn) over one bundle.
 
 Flags override TINYLLAVA_* environment variables (server/service/settings.py lists them all); without
---bundle the embedded random-weight demo bundle is served.
+--bundle the embedded synthetic-image demo bundle is served (not for clinical use).
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ _GRACEFUL_S = 1.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", help="bundle directory (default: the embedded random-weight demo bundle)")
+    p.add_argument("--bundle", help="bundle directory (default: the embedded synthetic-image demo bundle, not for clinical use)")
     p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt"),
                    help="auto (default): the bundle's TensorRT plans if valid ones exist for this device "
                         "(tinyllava-med build-engines), else ONNX Runtime")

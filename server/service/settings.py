@@ -14,7 +14,8 @@ from typing_extensions import Annotated
 
 from server.imaging.limits import ImageLimits
 
-# The bundle served when none is given: random weights, shipped in the package (server/assets/README.md).
+# The bundle served when none is given: the synthetic-image demo model, shipped in the package
+# (server/assets/README.md; not for clinical use).
 DEFAULT_BUNDLE = Path(__file__).resolve().parents[1] / "assets" / "default-bundle"
 
 _MIB = 1024 * 1024

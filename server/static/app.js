@@ -6,6 +6,11 @@
 
 const KEY_STORAGE = "tinyllava-med.apiKey";  // sessionStorage: gone when the tab closes
 const HEALTH_EVERY_MS = 5000;
+// The embedded default (server/assets/README.md): the page says plainly what it is.
+const DEMO_MODEL = "tinyllava-med-synthetic-demo";
+const DEMO_NOTE = "This server runs the built-in demo model (" + DEMO_MODEL + "): it was trained only on " +
+  "synthetic, computer-drawn images and knows nothing of real scans. Not for clinical use. " +
+  "Serve a real model with: tinyllava-med serve --bundle DIR.";
 const SYSTEM_EVERY_MS = 3000;
 
 const $ = (id) => document.getElementById(id);
@@ -216,6 +221,9 @@ async function pollHealth() {
     badge.textContent = body.status || ("HTTP " + res.status);
     badge.dataset.level = res.ok ? "ok" : "warn";
     badge.title = body.error ? String(body.error) : "model " + (body.model || "?");
+    const note = $("model-note");
+    note.hidden = body.model !== DEMO_MODEL;
+    note.textContent = note.hidden ? "" : DEMO_NOTE;
   } catch (e) {
     badge.textContent = "unreachable";
     badge.dataset.level = "bad";

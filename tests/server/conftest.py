@@ -32,10 +32,10 @@ def main_server(service_log_dir: Path) -> Iterator[ServerProcess]:
         yield server
 
 
-def start_server(log_dir: Path, **settings: object) -> ServerProcess:
+def start_server(log_dir: Path, bundle: Path = DEFAULT_BUNDLE, **settings: object) -> ServerProcess:
     """A dedicated server; keyword settings become TINYLLAVA_<NAME> variables."""
     env = {"TINYLLAVA_" + k.upper(): str(v) for k, v in settings.items()}
-    return ServerProcess(log_dir, env)
+    return ServerProcess(log_dir, env, bundle=bundle)
 
 
 @pytest.fixture(scope="module")

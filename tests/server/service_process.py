@@ -20,6 +20,10 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BUNDLE = ROOT / "server" / "assets" / "default-bundle"
+# The earlier default: the `tiny` preset with random weights (make-checkpoint seed 0). Its answers run to
+# max_tokens instead of stopping after a word, as the trained demo's do: the tests that need a request still
+# generating when something happens (a drain, a deadline, a stream shown piece by piece) serve it.
+RANDOM_BUNDLE = ROOT / "tests" / "server" / "assets" / "random-bundle"
 
 
 def free_port() -> int:

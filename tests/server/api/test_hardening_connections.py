@@ -18,7 +18,7 @@ import pytest
 
 from tests.server.conftest import start_server
 from tests.server.service_inputs import b64, png
-from tests.server.service_process import ServerProcess, serving, sse_events
+from tests.server.service_process import RANDOM_BUNDLE, ServerProcess, serving, sse_events
 
 KEY = "conn-key-0123456789"
 HANG_S = 60.0  # a socket or process wait this long means the server hangs
@@ -138,7 +138,9 @@ def test_sigterm_does_not_wait_for_a_trickled_body(service_log_dir: Path) -> Non
 # ---- item 6: past the drain timeout, the designed 503 shutting_down, logged at info ----
 
 def test_requests_past_the_drain_timeout_get_503_shutting_down(service_log_dir: Path) -> None:
-    server = start_server(service_log_dir, token_delay=0.2, max_tokens_cap=64, drain_timeout=0.5, max_queue=4)
+    # The random bundle: its answer runs to all 64 tokens, so it is still streaming when the drain times out.
+    server = start_server(service_log_dir, RANDOM_BUNDLE, token_delay=0.2, max_tokens_cap=64, drain_timeout=0.5,
+                          max_queue=4)
     with serving(server):
         queued: Dict[str, Any] = {}
 

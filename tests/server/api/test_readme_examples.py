@@ -18,12 +18,13 @@ from typing import Any, Dict, Iterator, List, Tuple
 
 import pytest
 
+from models.synthetic.dataset import SAMPLES
 from server.runtime.pipeline import BundlePipeline
 from tests.server.service_process import DEFAULT_BUNDLE, ROOT, ServerProcess, serving, sse_events
 
 README = ROOT / "README.md"
 README_ADDRESS = "127.0.0.1:8000"
-SAMPLE_IMAGE = ROOT / "models" / "assets" / "sample_ct.png"  # the image every example uploads
+ASSETS = ROOT / "models" / "assets"
 _SECTION = re.compile(r"<!-- curl-examples.*?-->(.*?)<!-- /curl-examples -->", re.S)
 _BLOCK = re.compile(r"```bash\n(.*?)```", re.S)
 
@@ -101,13 +102,15 @@ def test_readme_has_the_examples() -> None:
 
 def test_multipart_example(readme_server: ServerProcess, model_id: str, reference: BundlePipeline) -> None:
     (block,) = [b for b in readme_examples() if "-F image=@" in b]
-    assert "-F image=@models/assets/sample_ct.png" in block and '-F question="Is there a fracture?"' in block
+    assert "-F image=@models/assets/synthetic_mri_abdomen.dcm" in block and '-F question="Is there a lesion?"' in block
     assert "max_tokens" not in block  # so the server's default, 256 (server/service/settings.py), applies
     body = json.loads(run_example(readme_server, block))
-    expected = reference.ask(SAMPLE_IMAGE.read_bytes(), "Is there a fracture?", max_tokens=256)
+    expected = reference.ask((ASSETS / "synthetic_mri_abdomen.dcm").read_bytes(), "Is there a lesion?", max_tokens=256)
     assert body["answer"] == expected["answer"]
+    # A pasted curl gets the right answer: the sample was drawn with no lesion (models/synthetic SAMPLES).
+    assert SAMPLES["synthetic_mri_abdomen.dcm"]["lesions"] == 0 and body["answer"] == "no"
     assert body["model"] == model_id and body["finish_reason"] == expected["finish_reason"]
-    assert body["image"]["format"] == "png"
+    assert body["image"]["format"] == "dicom"
     _check_usage(body["usage"])
     assert body["usage"]["prompt_tokens"] == expected["timings"]["prompt_tokens"]
     # completion_tokens counts a stop token too; output_token_ids does not
@@ -125,6 +128,8 @@ def test_streamed_json_example(readme_server: ServerProcess, model_id: str) -> N
     assert deltas and all(set(e) == {"request_id", "delta"} for e in deltas)
     assert final["answer"] == "".join(e["delta"] for e in deltas).strip()
     assert final["model"] == model_id and final["usage"]["completion_tokens"] <= 16  # "max_tokens": 16
+    assert "synthetic_xray_chest.png" in block and '"question": "Where is the lesion?"' in block
+    assert final["answer"] == SAMPLES["synthetic_xray_chest.png"]["side"]  # drawn on the patient's right
     _check_usage(final["usage"])
 
 
@@ -133,13 +138,15 @@ def test_chat_completions_example(readme_server: ServerProcess, model_id: str, r
     # One user message: a single text part and the sample image, no system message, no history.
     assert '"max_tokens": 16' in block and block.count('"role"') == 1 and '"role": "user"' in block
     assert '{"type": "text", "text": "What imaging modality was used?"}' in block
-    assert "base64 -w0 models/assets/sample_ct.png" in block
+    assert "base64 -w0 models/assets/synthetic_ct_head.png" in block
     body = json.loads(run_example(readme_server, block))
     assert body["object"] == "chat.completion" and body["model"] == model_id
-    expected = reference.ask(SAMPLE_IMAGE.read_bytes(), "What imaging modality was used?", max_tokens=16)
+    expected = reference.ask((ASSETS / "synthetic_ct_head.png").read_bytes(), "What imaging modality was used?",
+                             max_tokens=16)
     choice = body["choices"][0]
     assert choice["message"]["role"] == "assistant"
     assert choice["message"]["content"].strip() == expected["answer"]
+    assert expected["answer"] == SAMPLES["synthetic_ct_head.png"]["modality"] == "CT"
     assert choice["finish_reason"] == expected["finish_reason"]
     assert body["usage"]["completion_tokens"] <= 16  # "max_tokens": 16
     _check_usage(body["usage"])

@@ -7,11 +7,12 @@ answer for the same image and question, so its decode, prompt and history mappin
 """
 from __future__ import annotations
 
+import json
 from typing import Any, Dict, List
 
 from server.runtime.pipeline import BundlePipeline
 from tests.server.service_inputs import b64, canary_ct_dicom, data_url, jpeg, png
-from tests.server.service_process import ServerProcess, sse_events
+from tests.server.service_process import DEFAULT_BUNDLE, ServerProcess, sse_events
 
 QUESTION = "Is there a fracture of the vertebral body?"
 
@@ -148,7 +149,8 @@ def test_models_and_system(main_server: ServerProcess, model_id: str) -> None:
         missing = c.get("/v1/models/no-such-model")
         system = c.get("/v1/system").json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == [model_id]
-    assert one.status_code == 200 and one.json()["max_context"] == 256
+    with open(DEFAULT_BUNDLE / "manifest.json", encoding="utf-8") as f:  # what the served bundle was exported with
+        assert one.status_code == 200 and one.json()["max_context"] == json.load(f)["max_context"]
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     assert system["memory"]["total_bytes"] > 0 and system["process"]["rss_bytes"] > 0
     assert system["service"]["model"] == model_id and system["service"]["status"] == "ready"

@@ -12,6 +12,7 @@ import httpx
 
 from tests.server.conftest import start_server
 from tests.server.service_inputs import b64, png
+from tests.server.service_process import RANDOM_BUNDLE
 from tests.server.service_process import ROOT, wait_until
 
 def test_live_at_once_ready_after_warm_up(service_log_dir: Path, tmp_path: Path) -> None:
@@ -44,7 +45,7 @@ def test_live_at_once_ready_after_warm_up(service_log_dir: Path, tmp_path: Path)
 def test_sigterm_drains_in_flight_requests(service_log_dir: Path, tmp_path: Path) -> None:
     hold = tmp_path / "hold"
     # A drain timeout no test step comes near: the request in flight ends when the test lets it.
-    server = start_server(service_log_dir, hold_file=hold, drain_timeout=300)
+    server = start_server(service_log_dir, RANDOM_BUNDLE, hold_file=hold, drain_timeout=300)  # runs to 40 tokens
     try:
         server.wait_for("/ready")
         result: Dict[str, Any] = {}

@@ -68,6 +68,7 @@ try {
   await page.goto(config.url);
   await page.waitForFunction(() => document.getElementById("health").dataset.level === "ok");
   out.health = await page.textContent("#health");
+  out.modelNote = await page.isVisible("#model-note") ? await page.textContent("#model-note") : null;
   out.title = await page.title();
 
   if (config.withoutKey) {  // the page is public; the API is not: the server's 401 message must show
