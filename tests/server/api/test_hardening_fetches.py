@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Iterator, List
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.server.conftest import start_server
 from tests.server.service_inputs import png
-from tests.server.service_process import ServerProcess, serving
+from tests.server.service_process import ServerProcess, local_http_host, serving
 
 IMAGE = png(width=32, height=32, seed=83)
 BURST = 45
@@ -55,15 +55,11 @@ class _SlowHost(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def slow_host() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _SlowHost)
-    httpd.daemon_threads = True
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield "http://127.0.0.1:%d/images/" % httpd.server_address[1]
-    finally:
-        _SlowHost.release.set()
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http_host(_SlowHost) as url:
+        try:
+            yield url + "/images/"
+        finally:
+            _SlowHost.release.set()  # before the host shuts down: its handlers are waiting on it
 
 
 @pytest.fixture(scope="module")

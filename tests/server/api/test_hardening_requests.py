@@ -11,10 +11,9 @@ from __future__ import annotations
 import io
 import posixpath
 import struct
-import threading
 import urllib.parse
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -24,7 +23,7 @@ import pytest
 
 from tests.server.conftest import start_server
 from tests.server.service_inputs import b64, canary_ct_dicom, data_url, png
-from tests.server.service_process import ServerProcess, serving
+from tests.server.service_process import ServerProcess, local_http_host, serving
 
 KEY_A = "hardening-key-aaaaaaaaaaaa"
 KEY_B = "hardening-key-bbbbbbbbbbbb"
@@ -53,14 +52,8 @@ class _ImageHost(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def image_host() -> Iterator[str]:
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ImageHost)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield "http://127.0.0.1:%d" % httpd.server_address[1]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with local_http_host(_ImageHost) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
