@@ -28,13 +28,13 @@ if PYDICOM_MAJOR >= 3:
 else:
     from pydicom import config as _config
     from pydicom.encaps import generate_pixel_data_frame
+    from pydicom.pixel_data_handlers.pillow_handler import PillowJPEGTransferSyntaxes as _PILLOW_JPEG
     from pydicom.pixel_data_handlers.util import (
         apply_color_lut,
         apply_modality_lut,
         apply_voi_lut,
         convert_color_space,
     )
-    from pydicom.pixel_data_handlers.pillow_handler import PillowJPEGTransferSyntaxes as _PILLOW_JPEG
 
 __all__ = [
     "PYDICOM_MAJOR", "apply_color_lut", "apply_modality_lut", "apply_voi_lut", "configure_pydicom",

@@ -83,7 +83,7 @@ def test_lesion_side_is_read_from_the_image(demo_server: ServerProcess, modality
     other = "right" if scene.side == "left" else "left"
     # The same lesion mirrored across the midline: the chest's two halves are drawn symmetric.
     mirrored = Scene(scene.modality, scene.region, other, scene.size,
-                     tuple(Lesion(IMAGE_SIZE - l.x, l.y, l.radius, l.bright, l.aspect) for l in scene.lesions),
+                     tuple(Lesion(IMAGE_SIZE - m.x, m.y, m.radius, m.bright, m.aspect) for m in scene.lesions),
                      scene.seed)
     assert _ask(demo_server, png_bytes(scene), "Where is the lesion?") == scene.side
     assert _ask(demo_server, png_bytes(mirrored), "Where is the lesion?") == other

@@ -12,8 +12,8 @@ import httpx
 
 from tests.server.conftest import start_server
 from tests.server.service_inputs import b64, png
-from tests.server.service_process import RANDOM_BUNDLE
-from tests.server.service_process import ROOT, wait_until
+from tests.server.service_process import RANDOM_BUNDLE, ROOT, wait_until
+
 
 def test_live_at_once_ready_after_warm_up(service_log_dir: Path, tmp_path: Path) -> None:
     hold = tmp_path / "hold"
