@@ -308,6 +308,17 @@ def test_rgb_jpeg_without_a_colour_transform_is_not_converted(name):
     np.testing.assert_allclose(ybr_full_to_rgb(ours).astype(int), pillow_as_ycbcr, atol=3)
 
 
+def test_grey_jpeg_stream_in_a_file_that_says_rgb_is_a_4xx():
+    # The stream's component count is not the file's: a clear refusal, not a crash further on.
+    ds = read_dataset("SC_jpeg_no_color_transform.dcm")
+    buf = io.BytesIO()
+    Image.new("L", (int(ds.Columns), int(ds.Rows)), 128).save(buf, format="JPEG")
+    ds.PixelData = encapsulate([buf.getvalue()])
+    with pytest.raises(ImageInputError) as err:
+        decode_image(to_bytes(ds))
+    assert 400 <= err.value.status < 500
+
+
 def test_rle_colour_frames_match_pydicom():
     # pydicom's tests: the second frame of SC_rgb_rle_2frame is the first one inverted.
     data = read_bytes("SC_rgb_rle_2frame.dcm")
