@@ -110,6 +110,24 @@ def _lesion_centre(rng: np.random.Generator, region: str, side: str) -> Tuple[fl
     return float(cx + rng.uniform(-hw, hw)), float(cy + rng.uniform(-hh, hh))
 
 
+def without_lesions(scene: Scene) -> Scene:
+    """The same image with its lesions taken out: anatomy jitter and noise (scene.seed) unchanged."""
+    return Scene(scene.modality, scene.region, "none", "none", (), scene.seed)
+
+
+def mirrored(scene: Scene) -> Scene:
+    """The same image with its lesions mirrored across the midline, to the patient's other side.
+
+    Only for head and chest, whose two halves are drawn symmetric (_HALF); in the abdomen the liver and
+    spleen differ, so a mirrored lesion could leave its organ.
+    """
+    if scene.region not in ("head", "chest") or not scene.lesions:
+        raise ValueError("mirrored() needs a head or chest scene with lesions, not %s" % scene.region)
+    other = "right" if scene.side == "left" else "left"
+    lesions = tuple(Lesion(IMAGE_SIZE - m.x, m.y, m.radius, m.bright, m.aspect) for m in scene.lesions)
+    return Scene(scene.modality, scene.region, other, scene.size, lesions, scene.seed)
+
+
 # ---- drawing -------------------------------------------------------------------------------
 
 _YY, _XX = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
@@ -223,4 +241,4 @@ def _anatomy(img: np.ndarray, scene: Scene, jx: float, jy: float, scale: float, 
 
 
 __all__ = ["ABNORMAL_ORGAN", "IMAGE_SIZE", "LOCATION_OF", "Lesion", "MODALITIES", "ORGAN_OF", "REGIONS", "SIDES", "SIZES", "Scene",
-           "render", "render_values", "sample_scene", "window"]
+           "mirrored", "render", "render_values", "sample_scene", "window", "without_lesions"]

@@ -96,8 +96,8 @@ def decode_dicom(data: bytes, frame: Optional[int], limits: ImageLimits) -> Dico
         ) from None
 
 
-# What pydicom raises on damaged bytes (found by tests/server/imaging/test_images_dicom.py's mutation
-# test on pydicom 2.4 and 3). Not TypeError/KeyError/IndexError: those are bugs, and a bug must be a
+# What pydicom raises on damaged bytes (on pydicom 2.4 and 3: a byte-mutation fuzz of its test files,
+# and tests/server/imaging/test_images_dicom.py's mutation test, which keeps four of them). Not TypeError/KeyError/IndexError: those are bugs, and a bug must be a
 # 500 with a traceback, not a "damaged file" for the user.
 _PYDICOM_ERRORS = (InvalidDicomError, BytesLengthException, ValueError, OSError, EOFError, struct.error,
                    NotImplementedError, OverflowError)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from models.synthetic.dataset import make_dataset, scenes
-from models.synthetic.scene import IMAGE_SIZE, render, sample_scene
+from models.synthetic.scene import IMAGE_SIZE, mirrored, render, sample_scene, without_lesions
 from server.eval.datasets import load_dataset
 
 
@@ -74,12 +74,16 @@ def test_lesion_side_is_visible_in_the_pixels() -> None:
     for seed in range(6):
         for side in ("left", "right"):
             scene = sample_scene(np.random.default_rng(seed), "CT", "head", 1, side, "large")
-            normal = dataclasses.replace(scene, lesions=(), side="none", size="none")
-            diff = np.abs(render(scene).astype(int) - render(normal).astype(int))
+            normal = without_lesions(scene)
+            assert normal == dataclasses.replace(scene, lesions=(), side="none", size="none")
             half = IMAGE_SIZE // 2
-            image_right, image_left = diff[:, half:].sum(), diff[:, :half].sum()
-            lesion_half, other = (image_right, image_left) if side == "left" else (image_left, image_right)
-            assert lesion_half > 1000 and other == 0
+            # mirrored(): the same lesion on the other side, nothing else changed
+            for shown, shown_side in ((scene, side), (mirrored(scene), "right" if side == "left" else "left")):
+                assert shown.side == shown_side
+                diff = np.abs(render(shown).astype(int) - render(normal).astype(int))
+                image_right, image_left = diff[:, half:].sum(), diff[:, :half].sum()
+                lesion_half, other = (image_right, image_left) if shown_side == "left" else (image_left, image_right)
+                assert lesion_half > 1000 and other == 0
 
 
 def test_dicom_images_decode_like_their_png_through_the_server_path(tmp_path: Path) -> None:

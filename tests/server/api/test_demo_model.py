@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from models.synthetic.dataset import make_dataset, png_bytes
-from models.synthetic.scene import IMAGE_SIZE, Lesion, Scene, sample_scene
+from models.synthetic.scene import Scene, mirrored, sample_scene, without_lesions
 from server.cli import main
 from server.runtime.bundle import read_manifest
 from tests.server.service_process import DEFAULT_BUNDLE, ServerProcess, serving
@@ -72,7 +72,7 @@ PAIRS = [("CT", "chest", 0), ("X-ray", "chest", 0), ("CT", "chest", 2), ("X-ray"
 def test_lesion_present_or_absent_is_read_from_the_image(demo_server: ServerProcess, modality: str, region: str,
                                                          k: int) -> None:
     with_lesion = _large_lesion_scene(modality, region, k)
-    without = Scene(with_lesion.modality, with_lesion.region, "none", "none", (), with_lesion.seed)  # same noise
+    without = without_lesions(with_lesion)  # same anatomy and noise
     assert _ask(demo_server, png_bytes(with_lesion), "Is there a lesion?") == "yes"
     assert _ask(demo_server, png_bytes(without), "Is there a lesion?") == "no"
 
@@ -80,10 +80,7 @@ def test_lesion_present_or_absent_is_read_from_the_image(demo_server: ServerProc
 @pytest.mark.parametrize("modality,region,k", PAIRS)
 def test_lesion_side_is_read_from_the_image(demo_server: ServerProcess, modality: str, region: str, k: int) -> None:
     scene = _large_lesion_scene(modality, region, k)
-    other = "right" if scene.side == "left" else "left"
-    # The same lesion mirrored across the midline: the chest's two halves are drawn symmetric.
-    mirrored = Scene(scene.modality, scene.region, other, scene.size,
-                     tuple(Lesion(IMAGE_SIZE - m.x, m.y, m.radius, m.bright, m.aspect) for m in scene.lesions),
-                     scene.seed)
+    other = mirrored(scene)  # the same lesion across the midline, same anatomy and noise
+    assert other.side != scene.side
     assert _ask(demo_server, png_bytes(scene), "Where is the lesion?") == scene.side
-    assert _ask(demo_server, png_bytes(mirrored), "Where is the lesion?") == other
+    assert _ask(demo_server, png_bytes(other), "Where is the lesion?") == other.side
